@@ -1,0 +1,3 @@
+from latentgap.cli.main import main
+
+raise SystemExit(main())

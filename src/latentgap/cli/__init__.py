@@ -1,0 +1,1 @@
+"""The ``latentgap`` command line: one module per subcommand."""

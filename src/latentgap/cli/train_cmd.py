@@ -1,0 +1,157 @@
+"""``latentgap train``: build an experiment config from a preset and flags, then train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from latentgap.config import ExperimentConfig
+from latentgap.errors import ConfigError
+from latentgap.presets import PRESETS, deep_merge
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model into a run directory")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--preset", help="named experiment (see 'latentgap list presets')")
+    p.add_argument("--model", help="model name (see 'latentgap list models'); default vae")
+    p.add_argument("--dataset", help="dataset name (see 'latentgap data list'); default mnist")
+    p.add_argument("--arch", help="network family: mlp, resnet, rae")
+    p.add_argument("--latent-dim", type=positive_int)
+    p.add_argument("--likelihood", help="bernoulli, gaussian or discretized-logistic")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr-halve-every", type=positive_int, metavar="EPOCHS")
+    p.add_argument("--grad-clip", type=positive_float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--data-dir", help="dataset root (else $LATENTGAP_DATA, else ~/.cache/latentgap)"
+    )
+    p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
+    p.add_argument("--log-every", type=positive_int, metavar="ITERS")
+    p.add_argument("--sample-every", type=int, metavar="EPOCHS")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="EPOCHS")
+    p.add_argument("--tensorboard", action="store_true", help="also log to DIR/tensorboard")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field by dotted path, e.g. model_options.kl_weight=0.5 "
+        "or data.options.binarize=false (VALUE parsed as JSON, else a string)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.set_defaults(func=run)
+
+
+def set_dotted(values: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set needs KEY=VALUE, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    node = values
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Defaults, then the preset, then explicit flags, then ``--set`` assignments."""
+    values = ExperimentConfig().to_dict()
+    if args.preset:
+        values = deep_merge(values, PRESETS.get(args.preset).values)
+        values["preset"] = args.preset
+    if args.model and args.model != values["model"]:
+        values["model"] = args.model
+        values["model_options"] = {}
+    if args.dataset and args.dataset != values["data"]["name"]:
+        values["data"] = {**values["data"], "name": args.dataset, "options": {}}
+    model_flags = {"arch": args.arch, "latent_dim": args.latent_dim, "likelihood": args.likelihood}
+    values["model_options"].update({k: v for k, v in model_flags.items() if v is not None})
+    data_flags = {"limit_train": args.limit_train, "limit_test": args.limit_test}
+    values["data"].update({k: v for k, v in data_flags.items() if v is not None})
+    train_flags = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "lr_halve_every": args.lr_halve_every,
+        "grad_clip": args.grad_clip,
+        "seed": args.seed,
+        "device": args.device,
+        "log_every": args.log_every,
+        "sample_every": args.sample_every,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    values["train"].update({k: v for k, v in train_flags.items() if v is not None})
+    if args.tensorboard:
+        values["train"]["tensorboard"] = True
+    if args.no_progress:
+        values["train"]["progress"] = False
+    for assignment in args.set:
+        set_dotted(values, assignment)
+    return ExperimentConfig.from_dict(values)
+
+
+def validate_names(config: ExperimentConfig) -> None:
+    """Fail on unknown model/dataset/architecture before any data is read."""
+    from latentgap.data import DATASETS
+    from latentgap.models import MODELS
+    from latentgap.nets import ARCHITECTURES
+
+    MODELS.get(config.model)
+    DATASETS.get(config.data.name)
+    arch = config.model_options.get("arch")
+    if arch is not None:
+        ARCHITECTURES.get(arch)
+
+
+def run(args: argparse.Namespace) -> int:
+    from latentgap.train.run import train
+
+    config = config_from_args(args)
+    validate_names(config)
+    result = train(config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir)
+    summary = {
+        k: v
+        for k, v in result.record.items()
+        if k in ("epoch", "iteration", "images_per_s") or k.startswith("test_")
+    }
+    summary["out"] = str(args.out)
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,22 @@
+"""Registered models; importing this package registers them all."""
+
+from latentgap.models import vae  # noqa: F401  (registration)
+from latentgap.models.base import (
+    MODELS,
+    GenerativeModel,
+    GroupOptions,
+    ModelOutput,
+    Phase,
+    Step,
+    build_model,
+)
+
+__all__ = [
+    "MODELS",
+    "GenerativeModel",
+    "GroupOptions",
+    "ModelOutput",
+    "Phase",
+    "Step",
+    "build_model",
+]

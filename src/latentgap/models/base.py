@@ -1,0 +1,138 @@
+"""The contract between models and the trainer.
+
+A model is an ``nn.Module`` that
+
+- groups its parameters (:meth:`GenerativeModel.parameter_groups`), one optimiser per group;
+- declares its training schedule as data (:meth:`GenerativeModel.phases`): phases of epochs,
+  each a list of :class:`Step` (which loss, which group, how many times per iteration);
+- computes a named loss in ``forward(step, batch)`` and returns a :class:`ModelOutput`.
+
+Calling the loss through ``forward`` keeps models usable under DistributedDataParallel, whose
+gradient hooks only fire for calls through the wrapper. The trainer owns everything else:
+optimisers, schedules, devices, logging, checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from latentgap.config import dataclass_from_dict
+from latentgap.data.base import Batch, DataSpec, ImageSet
+from latentgap.registry import Registry
+
+
+@dataclass
+class ModelOutput:
+    """A loss to minimise plus named scalar terms for logging (detached by the trainer)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimiser update inside a training iteration.
+
+    ``loss`` names the loss passed to ``model(loss, batch)``; ``group`` the parameter group
+    (and optimiser) it updates; each of the ``repeat`` updates takes a fresh batch.
+    """
+
+    loss: str
+    group: str
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of ``epochs`` epochs (``None``: until the end) running ``steps`` each iteration."""
+
+    name: str
+    steps: tuple[Step, ...]
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """Optimiser settings of one parameter group that differ from the run's defaults."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_scale: float = 1.0
+    weight_decay: float | None = None  # None: the run's --weight-decay
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every registered model.
+
+    Subclasses set ``config_class`` (a dataclass of the model's options) and implement
+    ``forward``, ``sample`` and ``reconstruct``; likelihood models also implement
+    ``log_importance_weights`` (used by the NLL evaluator).
+    """
+
+    config_class: ClassVar[type]
+    has_likelihood: ClassVar[bool] = False
+
+    def __init__(self, config: Any, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    # --- training contract -------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def group_options(self, group: str) -> GroupOptions:
+        return GroupOptions()
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return [Phase("train", (Step("loss", "model"),))]
+
+    def forward(self, step: str, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepare_training(self, train: ImageSet) -> None:
+        """Called once before the first epoch (e.g. to record the training-set size)."""
+
+    def end_phase(self, phase: str, train: ImageSet) -> None:
+        """Called when a phase ends (e.g. RAE-family models fit their ex-post GMM here)."""
+
+    # --- generation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, **options) -> Tensor:
+        """``n`` images (n, C, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch) -> Tensor:
+        """Reconstructions (B, C, H, W) in [0, 1] of ``batch``."""
+        raise NotImplementedError
+
+    def samplers(self) -> tuple[str, ...]:
+        """Names accepted by ``sample(..., sampler=NAME)``; the first is the default."""
+        return ("prior",)
+
+    # --- likelihood evaluation -----------------------------------------------------------
+    def log_importance_weights(self, batch: Batch, k: int) -> Tensor:
+        """log p(x, z_k) − log q(z_k | ·) for k posterior samples per example: (K, B)."""
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
+
+    def prepare_evaluation(self, train: ImageSet, repeat: int = 0, **options) -> dict[str, float]:
+        """Called before each NLL repeat (VAEPP re-estimates log Ẑ here); returns diagnostics."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+MODELS: Registry[type[GenerativeModel]] = Registry("model")
+
+
+def build_model(name: str, options: dict[str, Any], spec: DataSpec) -> GenerativeModel:
+    """Instantiate the registered model ``name`` with its options (a plain dict)."""
+    cls = MODELS.get(name)
+    config = dataclass_from_dict(cls.config_class, options, where=f"model {name!r}")
+    return cls(config, spec)

@@ -1,0 +1,67 @@
+"""The network registry: architectures by name, each building encoders, decoders and critics
+for a given data shape.
+
+Contracts (B = batch, D = latent dim, k = likelihood parameters per pixel):
+
+- encoder: images (B, C, H, W) → features (B, out_features); a model asks for
+  ``out_features = 2 * D`` to get a Gaussian's location and log-scale.
+- decoder: latents (B, D) → likelihood parameters (B, k * C, H, W), the k parameter maps of
+  each channel stacked along dim 1 (parameter-major: all channels of parameter 0, then 1, …).
+- critic: images (B, C, H, W) → scores (B,), a WGAN-style critic on data space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from latentgap.errors import ConfigError
+from latentgap.registry import Registry
+
+Shape = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A family of networks. Each builder takes the data shape first and keyword options
+    (e.g. ``width`` to shrink the nets for CPU presets)."""
+
+    name: str
+    description: str
+    encoder: Callable[..., nn.Module]  # (shape, out_features, **options)
+    decoder: Callable[..., nn.Module]  # (latent_dim, shape, param_channels, **options)
+    critic: Callable[..., nn.Module]  # (shape, **options)
+    supports: Callable[[Shape], bool]
+    shapes: str  # human-readable list of supported shapes, for error messages
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+
+
+def get_architecture(name: str, shape: Shape) -> Architecture:
+    """The architecture ``name``, checked against the data shape (raises ConfigError)."""
+    arch = ARCHITECTURES.get(name)
+    if not arch.supports(tuple(shape)):
+        raise ConfigError(
+            f"architecture {name!r} does not support images of shape {tuple(shape)}; "
+            f"it supports {arch.shapes}"
+        )
+    return arch
+
+
+def build_encoder(name: str, shape: Shape, out_features: int, **options) -> nn.Module:
+    return get_architecture(name, shape).encoder(tuple(shape), out_features, **options)
+
+
+def build_decoder(
+    name: str, latent_dim: int, shape: Shape, param_channels: int = 1, **options
+) -> nn.Module:
+    return get_architecture(name, shape).decoder(
+        latent_dim, tuple(shape), param_channels, **options
+    )
+
+
+def build_critic(name: str, shape: Shape, **options) -> nn.Module:
+    return get_architecture(name, shape).critic(tuple(shape), **options)

@@ -1,0 +1,138 @@
+"""Runs as directories: create (never overwriting unasked), train, resume, load for evaluation.
+
+A run directory holds ``config.json`` (the :class:`ExperimentConfig`), ``checkpoint.pt``,
+``metrics.jsonl``, ``samples.png`` (+ ``samples/``) and, after evaluation, ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from latentgap.config import ExperimentConfig
+from latentgap.data import DataSpec, Splits, get_dataset
+from latentgap.errors import CheckpointError, ConfigError
+from latentgap.models import GenerativeModel, build_model
+from latentgap.train.checkpoint import load_checkpoint, load_model_state
+from latentgap.train.distributed import DistContext, barrier, init_distributed, resolve_device
+from latentgap.train.trainer import CHECKPOINT, Trainer
+
+RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.png", "eval.json")
+RUN_DIRS = ("samples", "tensorboard", "export")
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda asked for, but no CUDA device is available; use --device cpu"
+        )
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+def load_splits(config: ExperimentConfig, data_dir: str | None = None) -> Splits:
+    splits = get_dataset(config.data.name, data_dir=data_dir, **config.data.options)
+    return splits.limit(config.data.limit_train, config.data.limit_test)
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to overwrite an existing run unless ``force``; ``resume`` needs a checkpoint."""
+    out = Path(out)
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other; pick one")
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise CheckpointError(
+                f"nothing to resume: {out / CHECKPOINT} does not exist; drop --resume"
+            )
+        return
+    if existing and not force:
+        raise ConfigError(
+            f"run directory {out} already holds a run ({', '.join(existing)}); "
+            "pass --resume to continue it or --force to overwrite it"
+        )
+    if existing and force:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    record: dict
+    model: GenerativeModel
+    config: ExperimentConfig
+
+
+def train(
+    config: ExperimentConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    data_dir: str | None = None,
+) -> TrainResult:
+    """Train (or resume) the run in ``out``. On resume the saved config wins, except that
+    ``config.train.epochs`` may extend it."""
+    out = Path(out)
+    check_device(config.train.device)
+    ctx = init_distributed(config.train.device)
+    if ctx.is_main:
+        prepare_run_dir(out, resume=resume, force=force)
+    barrier()
+    state = None
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT)
+        saved = ExperimentConfig.from_dict(state["config"])
+        saved.train.epochs = max(saved.train.epochs, config.train.epochs)
+        saved.train.device = config.train.device
+        saved.train.progress = config.train.progress
+        config = saved
+    splits = load_splits(config, data_dir)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, config.model_options, splits.spec)
+    device = resolve_device(config.train.device, ctx)
+    trainer = Trainer(model, config, splits, out, device, ctx)
+    if state is not None:
+        trainer.load_state_dict(state, out / CHECKPOINT)
+    elif ctx.is_main:
+        config.save(out / "config.json")
+    record = trainer.fit()
+    return TrainResult(out, record, trainer.model, config)
+
+
+def load_run(
+    run_dir: Path, device: str = "cpu", data_dir: str | None = None, load_data: bool = True
+) -> tuple[GenerativeModel, ExperimentConfig, Splits | None]:
+    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    check_device(device)
+    config = ExperimentConfig.load(run_dir / "config.json")
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
+    splits = load_splits(config, data_dir) if load_data else None
+    spec = splits.spec if splits is not None else spec_from_state(state, run_dir)
+    model = build_model(config.model, config.model_options, spec)
+    load_model_state(model, state["model"], run_dir / CHECKPOINT)
+    model.to(device).eval()
+    return model, config, splits
+
+
+def spec_from_state(state: dict, source: Path) -> DataSpec:
+    """The data spec recorded in a checkpoint (so sampling needs no dataset files)."""
+    try:
+        s = state["spec"]
+        return DataSpec(s["name"], tuple(s["shape"]), s["kind"])
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{source} records no data spec; it predates this version") from None
+
+
+__all__ = ["DistContext", "TrainResult", "load_run", "load_splits", "prepare_run_dir", "train"]

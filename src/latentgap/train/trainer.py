@@ -1,0 +1,347 @@
+"""The trainer: optimisers, schedules, phases, devices, logging, checkpoints and resume.
+
+Models declare *what* to optimise (parameter groups, named losses, phases of steps); the trainer
+decides *how*: one Adam per group, the learning rate halved every N epochs, a fresh batch for each
+repeat of each step, rank-0-only I/O, an atomic checkpoint at epoch ends, and a stop on NaN that
+never overwrites the last good checkpoint.
+
+Determinism: data order and binarisation are functions of (seed, epoch, batch index), and the
+global torch RNG state is saved in every checkpoint, so ``--resume`` after a kill reaches the same
+parameters as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentgap.config import ExperimentConfig
+from latentgap.data.base import Batch, Splits
+from latentgap.errors import CheckpointError, TrainingDiverged
+from latentgap.models.base import GenerativeModel, Phase
+from latentgap.train.checkpoint import load_model_state, save_checkpoint
+from latentgap.train.distributed import DistContext, all_reduce_sum
+from latentgap.train.images import save_image_grid
+from latentgap.train.metrics_log import MetricsLog
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def phase_at(phases: list[Phase], epoch: int) -> Phase:
+    """The phase that runs during (0-based) ``epoch``."""
+    start = 0
+    for phase in phases:
+        if phase.epochs is None or epoch < start + phase.epochs:
+            return phase
+        start += phase.epochs
+    return phases[-1]
+
+
+class Trainer:
+    """Trains ``model`` on ``splits`` as ``config`` says, writing into ``out_dir``."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        config: ExperimentConfig,
+        splits: Splits,
+        out_dir: Path,
+        device: torch.device,
+        ctx: DistContext | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.config = config
+        self.tc = config.train
+        self.splits = splits
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.ctx = ctx or DistContext()
+        self.train_set = splits.train.to(device) if device.type == "cuda" else splits.train
+        self.wrapped: nn.Module = self.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=True
+            )
+        self.phases = model.phases(self.tc.epochs)
+        self.optimizers = self._build_optimizers()
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.StepLR(opt, self.tc.lr_halve_every, gamma=0.5)
+            for name, opt in self.optimizers.items()
+            if self.tc.lr_halve_every
+        }
+        self.epoch = 0  # epochs completed
+        self.iteration = 0
+        self.log = MetricsLog(self.out_dir, self.ctx.is_main, self.tc.tensorboard)
+        self.check_every_step = device.type == "cpu"
+
+    # --- set-up ----------------------------------------------------------------------------
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {}
+        for name, params in self.model.parameter_groups().items():
+            if not params:
+                continue
+            opts = self.model.group_options(name)
+            wd = self.tc.weight_decay if opts.weight_decay is None else opts.weight_decay
+            optimizers[name] = torch.optim.Adam(
+                params, lr=self.tc.lr * opts.lr_scale, betas=opts.betas, weight_decay=wd
+            )
+        return optimizers
+
+    def state_dict(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "rng": rng,
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "world_size": self.ctx.world_size,
+            "spec": {
+                "name": self.splits.spec.name,
+                "shape": list(self.splits.spec.shape),
+                "kind": self.splits.spec.kind,
+            },
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        load_model_state(self.model, state["model"], source)
+        try:
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            for name, sched in self.schedulers.items():
+                if name in state["schedulers"]:
+                    sched.load_state_dict(state["schedulers"][name])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"optimiser state in {source} does not match this model ({err}); "
+                "start a new run with --force"
+            ) from None
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+
+    def save(self) -> Path:
+        path = self.out_dir / CHECKPOINT
+        if self.ctx.is_main:
+            save_checkpoint(path, self.state_dict())
+        return path
+
+    # --- training ------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.train.epochs`` epochs are complete; returns the last epoch's record."""
+        tc = self.tc
+        self.model.prepare_training(self.train_set)
+        if self.epoch > 0:
+            self.log.write({"event": "resume", "epoch": self.epoch, "iteration": self.iteration})
+        record: dict[str, Any] = {}
+        while self.epoch < tc.epochs:
+            phase = phase_at(self.phases, self.epoch)
+            record = self._run_epoch(phase)
+            self.epoch += 1
+            for sched in self.schedulers.values():
+                sched.step()
+            record.update(self._evaluate_test(phase))
+            next_phase = phase_at(self.phases, self.epoch) if self.epoch < tc.epochs else None
+            if next_phase is not phase:
+                self.model.end_phase(phase.name, self.train_set)
+            last = self.epoch == tc.epochs
+            if self.ctx.is_main and (
+                last or (tc.sample_every and self.epoch % tc.sample_every == 0)
+            ):
+                self.write_samples()
+            self.log.write(record, step=self.iteration)
+            if last or self.epoch % tc.checkpoint_every == 0:
+                self.save()
+        self.log.close()
+        return record
+
+    def _run_epoch(self, phase: Phase) -> dict[str, Any]:
+        tc, ctx = self.tc, self.ctx
+        self.model.train()
+        batches = self.train_set.batches(
+            tc.batch_size,
+            shuffle=True,
+            seed=tc.seed,
+            epoch=self.epoch,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        n_batches = self.train_set.num_batches(tc.batch_size, world_size=ctx.world_size)
+        bar = None
+        if tc.progress and ctx.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=n_batches,
+                desc=f"epoch {self.epoch + 1}/{tc.epochs} [{phase.name}]",
+                leave=False,
+                dynamic_ncols=True,
+            )
+        sums: dict[str, torch.Tensor] = {}
+        window: dict[str, torch.Tensor] = {}
+        count = window_count = 0
+        images = 0
+        t0 = time.perf_counter()
+        exhausted = False
+        while not exhausted:
+            for step in phase.steps:
+                for _ in range(step.repeat):
+                    batch = next(batches, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    terms = self._update(step.loss, step.group, batch.to(self.device))
+                    images += len(batch)
+                    for key, value in terms.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                        window[key] = window.get(key, 0.0) + value
+                    if bar is not None:
+                        bar.update(1)
+                if exhausted:
+                    break
+            if exhausted and not window:
+                break
+            self.iteration += 1
+            count += 1
+            window_count += 1
+            if self.iteration % tc.log_every == 0 or exhausted:
+                means = self._reduce({k: v / window_count for k, v in window.items()})
+                self._check_finite(means)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                self.log.write(
+                    {
+                        "split": "train",
+                        "epoch": self.epoch + 1,
+                        "iteration": self.iteration,
+                        "phase": phase.name,
+                        **means,
+                    },
+                    step=self.iteration,
+                )
+                window, window_count = {}, 0
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        means = self._reduce({k: v / max(count, 1) for k, v in sums.items()})
+        self._check_finite(means)
+        lrs = {f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
+        return {
+            "split": "epoch",
+            "epoch": self.epoch + 1,
+            "iteration": self.iteration,
+            "phase": phase.name,
+            "images_per_s": images * ctx.world_size / max(elapsed, 1e-9),
+            "epoch_seconds": elapsed,
+            **lrs,
+            **means,
+        }
+
+    def _update(self, loss_name: str, group: str, batch: Batch) -> dict[str, torch.Tensor]:
+        out = self.wrapped(loss_name, batch)
+        loss = out.loss
+        if self.check_every_step and not torch.isfinite(loss).item():
+            self._diverged(loss_name, float(loss.detach()))
+        self.model.zero_grad(set_to_none=True)
+        loss.backward()
+        opt = self.optimizers[group]
+        if self.tc.grad_clip:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip)
+        opt.step()
+        terms = {f"{loss_name}_loss": loss.detach()}
+        terms.update({k: v.detach() for k, v in out.terms.items()})
+        return terms
+
+    def _reduce(self, values: dict[str, Any]) -> dict[str, float]:
+        if not values:
+            return {}
+        keys = list(values)
+        stacked = torch.stack(
+            [torch.as_tensor(values[k], dtype=torch.float32, device=self.device) for k in keys]
+        )
+        if self.ctx.enabled:
+            stacked = all_reduce_sum(stacked) / self.ctx.world_size
+        return dict(zip(keys, stacked.tolist(), strict=True))
+
+    def _check_finite(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            if key.endswith("_loss") and not math.isfinite(value):
+                self._diverged(key, value)
+
+    def _diverged(self, name: str, value: float) -> None:
+        path = self.out_dir / CHECKPOINT
+        kept = (
+            f"the last good checkpoint ({path}) is kept"
+            if path.exists()
+            else "no checkpoint was written"
+        )
+        self.log.write(
+            {
+                "event": "diverged",
+                "loss": name,
+                "epoch": self.epoch + 1,
+                "iteration": self.iteration,
+            }
+        )
+        self.log.close()
+        raise TrainingDiverged(
+            f"training stopped: {name} became {value} in epoch {self.epoch + 1} "
+            f"(iteration {self.iteration}); {kept}; lower --lr (now {self.tc.lr:g}) or set --grad-clip"
+        )
+
+    @torch.no_grad()
+    def _evaluate_test(self, phase: Phase) -> dict[str, float]:
+        """Mean terms of the phase's first loss on up to ``eval_batches`` test batches."""
+        if not self.tc.eval_batches:
+            return {}
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        loss_name = phase.steps[0].loss
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.tc.seed + 7)
+            for i, batch in enumerate(
+                self.splits.test.batches(
+                    self.tc.batch_size,
+                    rank=self.ctx.rank,
+                    world_size=self.ctx.world_size,
+                    seed=self.tc.seed,
+                )
+            ):
+                if i >= self.tc.eval_batches:
+                    break
+                out = self.model(loss_name, batch.to(self.device))
+                for key, value in {"loss": out.loss, **out.terms}.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+                n += 1
+        self.model.train()
+        means = self._reduce({k: v / max(n, 1) for k, v in sums.items()})
+        return {f"test_{k}": v for k, v in means.items()}
+
+    @torch.no_grad()
+    def write_samples(self, n: int = 64) -> Path:
+        """Sample grid ``samples.png`` (and a per-epoch copy under ``samples/``)."""
+        g = torch.Generator(device=self.device).manual_seed(self.tc.seed + 1)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            images = self.model.sample(n, generator=g)
+        finally:
+            self.model.train(was_training)
+        save_image_grid(images, self.out_dir / "samples" / f"epoch_{self.epoch:04d}.png")
+        return save_image_grid(images, self.out_dir / "samples.png")

@@ -1,0 +1,179 @@
+"""Trainer contract: exact resume, atomic checkpoints, NaN stops, run-directory safety, export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from latentgap.config import ExperimentConfig
+from latentgap.errors import CheckpointError, ConfigError, TrainingDiverged
+from latentgap.models.vae import VAE
+from latentgap.train import checkpoint as ckpt
+from latentgap.train.metrics_log import read_metrics
+from latentgap.train.run import load_run, prepare_run_dir, train
+
+
+def tiny_config(epochs: int = 4, **train_overrides) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(
+        {
+            "model": "vae",
+            "model_options": {"arch": "mlp", "latent_dim": 4, "arch_options": {"hidden": [32]}},
+            "data": {"name": "toy-images", "limit_train": 256, "limit_test": 64},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "progress": False,
+                "log_every": 3,
+                "eval_batches": 2,
+                **train_overrides,
+            },
+        }
+    )
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
+    full = train(tiny_config(4), tmp_path / "full")
+
+    # a run killed in the middle of epoch 3: the epoch-2 checkpoint is what survives
+    calls = {"n": 0}
+    real_forward = VAE.forward
+
+    def dying_forward(self, step, batch):
+        calls["n"] += 1
+        if calls["n"] == 2 * (8 + 2) + 3:  # 8 train + 2 test batches an epoch; die in epoch 3
+            raise KeyboardInterrupt
+        return real_forward(self, step, batch)
+
+    monkeypatch.setattr(VAE, "forward", dying_forward)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(4), tmp_path / "killed")
+    monkeypatch.setattr(VAE, "forward", real_forward)
+    assert ckpt.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
+
+    resumed = train(tiny_config(4), tmp_path / "killed", resume=True)
+    assert states_equal(full.model.state_dict(), resumed.model.state_dict())
+    events = [r.get("event") for r in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
+    assert "resume" in events
+
+
+def test_resume_can_extend_training(tmp_path):
+    four = train(tiny_config(4), tmp_path / "a")
+    train(tiny_config(2), tmp_path / "b")
+    extended = train(tiny_config(4), tmp_path / "b", resume=True)
+    assert states_equal(four.model.state_dict(), extended.model.state_dict())
+
+
+def test_run_directory_outputs_and_lr_schedule(tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_config(2, lr_halve_every=1), out)
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png"):
+        assert (out / name).exists(), name
+    saved = ExperimentConfig.load(out / "config.json")
+    assert saved.to_dict() == tiny_config(2, lr_halve_every=1).to_dict()
+    records = read_metrics(out / "metrics.jsonl")
+    epochs = [r for r in records if r.get("split") == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert epochs[0]["lr_model"] == pytest.approx(3e-3)
+    assert epochs[1]["lr_model"] == pytest.approx(1.5e-3)
+    assert all(math.isfinite(r["test_elbo"]) for r in epochs)
+    state = ckpt.load_checkpoint(out / "checkpoint.pt")
+    assert state["optimizers"]["model"]["param_groups"][0]["lr"] == pytest.approx(0.75e-3)
+    # training improved the test ELBO
+    assert epochs[1]["test_elbo"] > epochs[0]["test_elbo"]
+    assert result.record["epoch"] == 2
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, {"epoch": 2, "weights": torch.zeros(3)})
+    monkeypatch.undo()
+    state = ckpt.load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["weights"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def test_corrupt_or_pickled_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        ckpt.load_checkpoint(bad)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    torch.save({"format": 1, "evil": Evil()}, bad)
+    with pytest.raises(CheckpointError):
+        ckpt.load_checkpoint(bad)
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_forward = VAE.forward
+    calls = {"n": 0}
+
+    def nan_forward(self, step, batch):
+        out = real_forward(self, step, batch)
+        calls["n"] += 1
+        if calls["n"] > (8 + 2) + 4:  # 8 train + 2 test batches an epoch: the 5th of epoch 2
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VAE, "forward", nan_forward)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(tiny_config(3), out)
+    state = ckpt.load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert read_metrics(out / "metrics.jsonl")[-1]["event"] == "diverged"
+
+
+def test_run_directory_is_never_overwritten_unasked(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(1), out)
+    with pytest.raises(ConfigError, match="--resume .* or --force"):
+        prepare_run_dir(out, resume=False, force=False)
+    with pytest.raises(ConfigError, match="contradict"):
+        prepare_run_dir(out, resume=True, force=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        prepare_run_dir(tmp_path / "empty", resume=True, force=False)
+    prepare_run_dir(out, resume=False, force=True)
+    assert not (out / "checkpoint.pt").exists() and not (out / "samples").exists()
+
+
+def test_checkpoint_mismatch_is_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(1), out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["model_options"]["latent_dim"] = 5
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_run(out)
+
+
+def test_export_safetensors_round_trip(tmp_path):
+    from latentgap.models import build_model
+
+    out = tmp_path / "run"
+    result = train(tiny_config(1), out)
+    weights = ckpt.export_safetensors(result.model, result.config.to_dict(), out / "export")
+    fresh = build_model("vae", result.config.model_options, result.model.spec)
+    ckpt.load_safetensors(fresh, weights)
+    assert states_equal(fresh.state_dict(), result.model.state_dict())
+    assert json.loads((out / "export" / "config.json").read_text())["model"] == "vae"
