@@ -87,9 +87,10 @@ class Bernoulli(Likelihood):
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         (logits,) = self.split(params)  # (..., C, H, W)
-        # Two log-sigmoids rather than x·l − softplus(l): no cancellation for hard targets.
-        lp = x * F.logsigmoid(logits) + (1.0 - x) * F.logsigmoid(-logits)
-        return _sum_pixels(lp)
+        # x·l − softplus(l) equals x·logσ(l) + (1 − x)·logσ(−l) with one transcendental per
+        # pixel instead of two (the NLL's hot loop); its cancellation error, ~1e-7·|l| a pixel,
+        # is far below Monte Carlo noise.
+        return _sum_pixels(x * logits) - _sum_pixels(F.softplus(logits))
 
     def mean(self, params: Tensor) -> Tensor:
         (logits,) = self.split(params)

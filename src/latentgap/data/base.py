@@ -111,9 +111,7 @@ class ImageSet(torch.utils.data.Dataset):
     def to(self, device: torch.device | str) -> ImageSet:
         """A copy with the images (and labels) on ``device``: keeps small sets on the GPU."""
         labels = None if self.labels is None else self.labels.to(device)
-        return ImageSet(
-            self.images.to(device), labels, spec=self.spec, binarize=self.binarize
-        )
+        return ImageSet(self.images.to(device), labels, spec=self.spec, binarize=self.binarize)
 
     def subset(self, n: int | None = None, indices: Tensor | None = None) -> ImageSet:
         """The first ``n`` images, or those at ``indices``."""
@@ -143,9 +141,7 @@ class ImageSet(torch.utils.data.Dataset):
             out["y"] = b.y[0]
         return out
 
-    def num_batches(
-        self, batch_size: int, *, world_size: int = 1, drop_last: bool = False
-    ) -> int:
+    def num_batches(self, batch_size: int, *, world_size: int = 1, drop_last: bool = False) -> int:
         per_rank = len(self) // world_size
         if drop_last:
             return per_rank // batch_size
@@ -215,10 +211,11 @@ class Splits:
 class DatasetInfo:
     """A registered dataset.
 
-    ``load(root, **options)`` reads the files under ``root / folder`` and returns
+    ``load(folder, **options)`` reads the files in the resolved dataset folder (``<root>/<folder>``
+    or ``/usr/share/datasets/<folder>``, see :mod:`latentgap.data.root`) and returns
     :class:`Splits`; ``files`` are the file names expected there (for ``data verify``);
     ``md5`` maps a file name to the md5 of its decoded content (empty if unknown);
-    ``fetch`` downloads the files into ``root / folder`` (None if they cannot be fetched).
+    ``fetch(folder)`` downloads the files into that folder (None if they cannot be fetched).
     """
 
     name: str

@@ -41,7 +41,7 @@ class NLLResult:
 
 
 @torch.no_grad()
-def log_likelihood(model, batch: Batch, k: int, max_rows: int = 65536) -> tuple[Tensor, Tensor]:
+def log_likelihood(model, batch: Batch, k: int, max_rows: int = 4096) -> tuple[Tensor, Tensor]:
     """Importance-sampled log p(x) and the single-sample ELBO estimate, each (B,).
 
     ``max_rows`` bounds K_chunk × B, the number of latent codes decoded in one call.
@@ -65,7 +65,7 @@ def evaluate_nll(
     repeats: int = 1,
     batch_size: int | None = None,
     seed: int = 0,
-    max_rows: int = 65536,
+    max_rows: int = 4096,
     progress: bool = False,
     before_repeat: Callable[[int], dict[str, float]] | None = None,
     rank: int = 0,
@@ -83,7 +83,7 @@ def evaluate_nll(
         raise ValueError("k and repeats must be positive")
     device = next(model.parameters()).device
     if batch_size is None:
-        batch_size = max(1, min(len(data), max_rows // k if k < max_rows else 1, 1000))
+        batch_size = max(1, min(len(data), max_rows // k if k < max_rows else 1))
     was_training = model.training
     model.eval()
     per_repeat: list[float] = []

@@ -91,7 +91,11 @@ class Trainer:
             opts = self.model.group_options(name)
             wd = self.tc.weight_decay if opts.weight_decay is None else opts.weight_decay
             optimizers[name] = torch.optim.Adam(
-                params, lr=self.tc.lr * opts.lr_scale, betas=opts.betas, weight_decay=wd
+                params,
+                lr=self.tc.lr * opts.lr_scale,
+                betas=opts.betas,
+                weight_decay=wd,
+                foreach=True,  # one multi-tensor kernel per step, on CPU as on GPU
             )
         return optimizers
 
