@@ -60,6 +60,7 @@ class GroupOptions:
     """Optimiser settings of one parameter group that differ from the run's defaults."""
 
     betas: tuple[float, float] = (0.9, 0.999)
+    lr: float | None = None  # None: the run's --lr
     lr_scale: float = 1.0
     weight_decay: float | None = None  # None: the run's --weight-decay
 

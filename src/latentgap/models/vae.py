@@ -41,11 +41,14 @@ class VAEConfig:
     arch_options: dict[str, Any] = field(default_factory=dict)
     likelihood_options: dict[str, Any] = field(default_factory=dict)
 
+    _conditions = ("x", "e")  # class attribute, not a field
+
     def __post_init__(self) -> None:
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be a positive integer, got {self.latent_dim}")
-        if self.condition_on not in ("x", "e"):
-            raise ConfigError(f"condition_on must be 'x' or 'e', got {self.condition_on!r}")
+        if self.condition_on not in self._conditions:
+            valid = " or ".join(repr(c) for c in self._conditions)
+            raise ConfigError(f"condition_on must be {valid}, got {self.condition_on!r}")
         if self.posterior not in POSTERIORS:
             POSTERIORS.get(self.posterior)  # raises ConfigError listing the valid names
         if self.kl_weight < 0:

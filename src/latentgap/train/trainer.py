@@ -90,9 +90,10 @@ class Trainer:
                 continue
             opts = self.model.group_options(name)
             wd = self.tc.weight_decay if opts.weight_decay is None else opts.weight_decay
+            lr = self.tc.lr if opts.lr is None else opts.lr
             optimizers[name] = torch.optim.Adam(
                 params,
-                lr=self.tc.lr * opts.lr_scale,
+                lr=lr * opts.lr_scale,
                 betas=opts.betas,
                 weight_decay=wd,
                 foreach=True,  # one multi-tensor kernel per step, on CPU as on GPU
@@ -267,7 +268,7 @@ class Trainer:
             params = [p for g in opt.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip)
         opt.step()
-        terms = {f"{loss_name}_loss": loss.detach()}
+        terms = {"loss" if loss_name == "loss" else f"{loss_name}_loss": loss.detach()}
         terms.update({k: v.detach() for k, v in out.terms.items()})
         return terms
 
@@ -284,7 +285,7 @@ class Trainer:
 
     def _check_finite(self, values: dict[str, float]) -> None:
         for key, value in values.items():
-            if key.endswith("_loss") and not math.isfinite(value):
+            if (key == "loss" or key.endswith("_loss")) and not math.isfinite(value):
                 self._diverged(key, value)
 
     def _diverged(self, name: str, value: float) -> None:
