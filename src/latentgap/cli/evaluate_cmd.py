@@ -32,6 +32,23 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N test images")
     p.add_argument("--batch-size", type=positive_int, help="test images per model call")
+    p.add_argument(
+        "--logz-samples",
+        type=positive_int,
+        metavar="S",
+        help="VAEPP: q-proposal samples per training image for log Ẑ",
+    )
+    p.add_argument(
+        "--logz-passes",
+        type=positive_int,
+        metavar="P",
+        help="VAEPP: sweeps over the training set for log Ẑ",
+    )
+    p.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="VAEPP: E_q D vs E_p D, KL(p_N||p), KL bound, β, variance of log Ẑ",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir")
@@ -57,10 +74,16 @@ def run(args: argparse.Namespace) -> int:
     from latentgap.metrics.nll import evaluate_nll
     from latentgap.train.run import load_run
 
-    if not args.nll:
-        raise ConfigError("nothing to evaluate: pass --nll")
+    if not (args.nll or args.diagnostics):
+        raise ConfigError("nothing to evaluate: pass --nll and/or --diagnostics")
     model, config, splits = load_run(args.run_dir, args.device, args.data_dir)
     test = splits.test.subset(args.limit) if args.limit else splits.test
+    logz = {
+        "samples_per_image": args.logz_samples,
+        "passes": args.logz_passes,
+        "progress": not args.no_progress,
+    }
+    logz = {k: v for k, v in logz.items() if v is not None} if hasattr(model, "pullback") else {}
     results: dict[str, Any] = {
         "run": str(args.run_dir),
         "model": config.model,
@@ -77,9 +100,17 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             progress=not args.no_progress,
-            before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r),
+            before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r, **logz),
         )
         results.update(nll.to_dict())
+    if args.diagnostics:
+        if not hasattr(model, "pullback"):
+            raise ConfigError(f"--diagnostics is for VAEPP runs; {config.model!r} is not one")
+        from latentgap.metrics.vaepp_diagnostics import vaepp_diagnostics
+
+        if not args.nll:
+            model.prepare_evaluation(splits.train, **logz)
+        results.update(vaepp_diagnostics(model, splits.train, test, seed=args.seed))
     update_eval_json(args.run_dir, results)
     print(json.dumps(results))
     return 0

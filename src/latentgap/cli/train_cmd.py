@@ -98,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         values["preset"] = args.preset
     if args.model and args.model != values["model"]:
         values["model"] = args.model
-        values["model_options"] = {}
+        if not args.preset:  # a preset's options carry over (e.g. --model vaepp-naive)
+            values["model_options"] = {}
     if args.dataset and args.dataset != values["data"]["name"]:
         values["data"] = {**values["data"], "name": args.dataset, "options": {}}
     model_flags = {"arch": args.arch, "latent_dim": args.latent_dim, "likelihood": args.likelihood}
