@@ -172,3 +172,19 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     png = tmp_path / "s.png"
     assert main(["sample", str(out), "--sampler", "gan+mala", "--num", "4", "--out", str(png)]) == 0
     assert png.exists()
+
+
+def test_flow_posterior_option_trains_and_scores():
+    spec = get_dataset("toy-images").spec
+    model = build_model("vaepp", OPTIONS | {"flow_layers": 2, "flow_hidden": 8}, spec)
+    assert model.flow is not None
+    batch = next(get_dataset("toy-images").train.batches(16))
+    model.prepare_training(get_dataset("toy-images").train)
+    out = model("vaepp", batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.flow.parameters())
+    model.log_z.fill_(0.0)
+    with torch.no_grad():
+        log_w = model.log_importance_weights(batch, 5)
+    assert log_w.shape == (5, 16) and torch.isfinite(log_w).all()

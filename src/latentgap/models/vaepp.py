@@ -36,6 +36,7 @@ from torch import Tensor
 
 from latentgap.data.base import Batch, DataSpec, ImageSet
 from latentgap.errors import ConfigError
+from latentgap.flows import Flow, FlowPosterior
 from latentgap.models.base import MODELS, GroupOptions, ModelOutput, Phase, Step
 from latentgap.models.vae import LatentVAEBase, VAEConfig
 from latentgap.nets import build_critic
@@ -78,6 +79,8 @@ class VAEPPConfig(VAEConfig):
     mala_step_size: float = 1e-5
     eval_logz_samples: int = 10  # q-proposal samples per training image for log Ẑ at evaluation
     eval_logz_passes: int = 1
+    flow_layers: int = 0  # > 0: VAEPP + Flow, affine couplings after the Gaussian encoder
+    flow_hidden: int = 64
 
     _conditions = ("x", "e", "auto")
 
@@ -127,10 +130,30 @@ class VAEPP(LatentVAEBase):
             critic_hidden=(config.gan_hidden,) * 6,
             penalty=config.penalty,
         )
+        self.flow = (
+            Flow(config.latent_dim, n_layers=config.flow_layers, hidden=config.flow_hidden)
+            if config.flow_layers > 0
+            else None
+        )
         self.register_buffer("n_train", torch.tensor(1.0))
         self.register_buffer("log_z", torch.tensor(float("nan")))
         self.register_buffer("log_z_std_err", torch.tensor(float("nan")))
         self.register_buffer("gan_trained", torch.tensor(False))
+
+    def posterior(self, inputs: Tensor, name: str | None = None):
+        """q(z|·): the encoder's Gaussian, followed by the flow for VAEPP + Flow (exact density)."""
+        base = super().posterior(inputs, name)
+        return base if self.flow is None else FlowPosterior(base, self.flow)
+
+    def posterior_mean(self, inputs: Tensor) -> Tensor:
+        """A representative code: the Gaussian mean, pushed through the flow if there is one."""
+        base = super().posterior(inputs)
+        return base.mean if self.flow is None else self.flow(base.mean)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch) -> Tensor:
+        z = self.posterior_mean(self.encoder_input(batch))
+        return self.likelihood.mean(self.decode(z)).clamp(0, 1)
 
     # --- schedule ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
@@ -222,12 +245,15 @@ class VAEPP(LatentVAEBase):
     def _vaepp_loss(self, batch: Batch) -> ModelOutput:
         c = self.config
         q = self.posterior(self.encoder_input(batch))
-        z = q.rsample()  # (B, D)
+        if self.flow is None:
+            z = q.rsample()  # (B, D)
+            log_q = q.log_prob(z)  # (B,)
+        else:
+            z, log_q = q.rsample_and_log_prob()
         params = self.decode(z)
         rec = self.likelihood.log_prob(params, self.reconstruction_target(batch))  # (B,)
         d_z = self.critic_values(self.likelihood.mean(params))  # (B,)
         log_f = self.pullback.log_unnormalized(z, d_z)  # (B,)
-        log_q = q.log_prob(z)  # (B,)
         eps = torch.randn(c.logz_normal_samples, c.latent_dim, device=z.device)
         fake = self.generate(eps)  # (S, C, H, W)
         d_eps = self.critic_values(fake)  # (S,)
@@ -269,8 +295,9 @@ class VAEPP(LatentVAEBase):
 
     @torch.no_grad()
     def _gan_real(self, batch: Batch) -> Tensor:
-        q = self.posterior(self.encoder_input(batch))
-        return q.mean if self.config.gan_data == "mean" else q.sample()
+        if self.config.gan_data == "mean":
+            return self.posterior_mean(self.encoder_input(batch))
+        return self.posterior(self.encoder_input(batch)).sample()
 
     # --- sampling ----------------------------------------------------------------------------
     def samplers(self) -> tuple[str, ...]:
@@ -477,6 +504,10 @@ for _name, (_description, _values) in _PAPER_PRESETS.items():
         f"vaepp-naive-{_name}",
         Preset(f"Naive VAEPP (Algorithm 1), {_description}", _values | {"model": "vaepp-naive"}),
     )
+for _name in ("mnist", "static-mnist", "fashion-mnist", "omniglot", "cifar10"):
+    _description, _values = _PAPER_PRESETS[_name]
+    _flow = _values | {"model_options": _values["model_options"] | {"flow_layers": 4}}
+    PRESETS.add(f"vaepp-flow-{_name}", Preset(f"VAEPP + Flow, {_description}", _flow))
 PRESETS.add(
     "vaepp-mnist-small",
     Preset(
