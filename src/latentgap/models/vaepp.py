@@ -326,7 +326,7 @@ class VAEPP(LatentVAEBase):
             result = mala(
                 self.energy,
                 z,
-                n_steps=mala_steps or self.config.mala_steps,
+                n_steps=self.config.mala_steps if mala_steps is None else mala_steps,
                 step_size=mala_step_size or self.config.mala_step_size,
                 generator=generator,
                 progress=progress,
