@@ -1,6 +1,6 @@
 """Registered models; importing this package registers them all."""
 
-from latentgap.models import vae, vaepp  # noqa: F401  (registration)
+from latentgap.models import cv_vae, rae, two_stage, vae, vaepp, wae  # noqa: F401  (registration)
 from latentgap.models.base import (
     MODELS,
     GenerativeModel,
