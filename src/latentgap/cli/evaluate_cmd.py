@@ -1,4 +1,8 @@
-"""``latentgap evaluate DIR``: metrics of a trained run, printed as JSON and saved to eval.json."""
+"""``latentgap evaluate DIR``: metrics of a trained run, printed as JSON and saved to eval.json.
+
+``--nll`` (importance-sampled test NLL), ``--diagnostics`` (VAEPP) and ``--fid`` (FID of samples
+and test reconstructions, precision and recall; :func:`latentgap.metrics.fid.evaluate_fid`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from latentgap.train.checkpoint import atomic_write_text
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a trained run (test NLL, ...)")
+    p = sub.add_parser("evaluate", help="evaluate a trained run (test NLL, FID, ...)")
     p.add_argument("run_dir", type=Path, metavar="DIR")
     p.add_argument("--nll", action="store_true", help="test NLL by importance sampling")
     p.add_argument(
@@ -49,11 +53,70 @@ def add_parser(sub) -> None:
         action="store_true",
         help="VAEPP: E_q D vs E_p D, KL(p_N||p), KL bound, β, variance of log Ẑ",
     )
+    add_fid_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+def add_fid_arguments(p: argparse.ArgumentParser) -> None:
+    from latentgap.metrics.inception import EXTRACTORS, INCEPTION_ENV
+
+    g = p.add_argument_group("FID and precision/recall")
+    g.add_argument(
+        "--fid",
+        action="store_true",
+        help="FID of samples and test reconstructions, precision and recall (k = 3)",
+    )
+    g.add_argument(
+        "--fid-samples",
+        type=positive_int,
+        default=5000,
+        metavar="N",
+        help="generated images (and at most N test reconstructions) (default 5000)",
+    )
+    g.add_argument(
+        "--fid-reference",
+        choices=("train", "test"),
+        default="train",
+        help="split whose gray images give the reference statistics (default train)",
+    )
+    g.add_argument(
+        "--fid-reference-size",
+        type=positive_int,
+        metavar="M",
+        help="only the first M reference images (default: the whole split; cached)",
+    )
+    g.add_argument("--sampler", help="sampling method for FID; the model's default if omitted")
+    g.add_argument(
+        "--inception",
+        type=Path,
+        metavar="PATH",
+        help=f"Inception TorchScript weights (default ${INCEPTION_ENV}, "
+        "else ~/.cache/latentgap/inception-v3-fid-2015-12-05.pt)",
+    )
+    g.add_argument(
+        "--fid-extractor",
+        choices=sorted(EXTRACTORS),
+        default="inception",
+        help="feature network (default inception); 'pixels' is a cheap 16x16 pixel-space "
+        "stand-in for smoke tests whose numbers are not comparable to published FIDs",
+    )
+    g.add_argument(
+        "--fid-batch-size",
+        type=positive_int,
+        default=100,
+        metavar="B",
+        help="images per extractor call (default 100)",
+    )
+    g.add_argument(
+        "--fid-cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where reference statistics are cached (default ~/.cache/latentgap/fid-stats)",
+    )
 
 
 def update_eval_json(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +137,18 @@ def run(args: argparse.Namespace) -> int:
     from latentgap.metrics.nll import evaluate_nll
     from latentgap.train.run import load_run
 
-    if not (args.nll or args.diagnostics):
-        raise ConfigError("nothing to evaluate: pass --nll and/or --diagnostics")
+    if not (args.nll or args.diagnostics or args.fid):
+        raise ConfigError("nothing to evaluate: pass --nll, --diagnostics and/or --fid")
+    if args.fid and args.fid_extractor == "inception":
+        from latentgap.metrics.inception import resolve_inception_path
+
+        resolve_inception_path(args.inception)  # fail before any long computation
     model, config, splits = load_run(args.run_dir, args.device, args.data_dir)
+    if args.fid and args.sampler is not None and args.sampler not in model.samplers():
+        raise ConfigError(
+            f"model {config.model!r} has no sampler {args.sampler!r}; "
+            f"choose one of: {', '.join(model.samplers())}"
+        )
     test = splits.test.subset(args.limit) if args.limit else splits.test
     logz = {
         "samples_per_image": args.logz_samples,
@@ -111,6 +183,26 @@ def run(args: argparse.Namespace) -> int:
         if not args.nll:
             model.prepare_evaluation(splits.train, **logz)
         results.update(vaepp_diagnostics(model, splits.train, test, seed=args.seed))
+    if args.fid:
+        from latentgap.metrics.fid import evaluate_fid
+
+        results.update(
+            evaluate_fid(
+                model,
+                splits,
+                n_samples=args.fid_samples,
+                reference=args.fid_reference,
+                reference_size=args.fid_reference_size,
+                sampler=args.sampler,
+                extractor=args.fid_extractor,
+                inception_path=args.inception,
+                batch_size=args.fid_batch_size,
+                device=args.device,
+                seed=args.seed,
+                progress=not args.no_progress,
+                cache_dir=args.fid_cache_dir,
+            )
+        )
     update_eval_json(args.run_dir, results)
     print(json.dumps(results))
     return 0

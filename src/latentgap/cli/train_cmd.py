@@ -135,7 +135,12 @@ def validate_names(config: ExperimentConfig) -> None:
     from latentgap.models import MODELS
     from latentgap.nets import ARCHITECTURES
 
-    MODELS.get(config.model)
+    from latentgap.config import dataclass_from_dict
+
+    model_cls = MODELS.get(config.model)
+    dataclass_from_dict(
+        model_cls.config_class, config.model_options, where=f"model {config.model!r}"
+    )
     DATASETS.get(config.data.name)
     arch = config.model_options.get("arch")
     if arch is not None:

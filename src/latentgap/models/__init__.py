@@ -1,6 +1,14 @@
 """Registered models; importing this package registers them all."""
 
-from latentgap.models import cv_vae, rae, two_stage, vae, vaepp, wae  # noqa: F401  (registration)
+from latentgap.models import (  # noqa: F401  (registration)
+    cv_vae,
+    ldc_vae,
+    rae,
+    two_stage,
+    vae,
+    vaepp,
+    wae,
+)
 from latentgap.models.base import (
     MODELS,
     GenerativeModel,

@@ -1,0 +1,227 @@
+"""LDC-VAE: the implicit encoder, the Gibbs-posterior scores against closed forms, the gradient
+routing of Algorithm 1, and a short training run that saves, reloads and samples."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from latentgap.config import ExperimentConfig
+from latentgap.data import DataSpec, get_dataset
+from latentgap.errors import ConfigError
+from latentgap.models import build_model, ldc_vae  # importing ldc_vae registers it and presets
+from latentgap.presets import PRESETS
+from latentgap.train import checkpoint as ckpt
+from latentgap.train.run import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: on a shared 2-core machine OpenMP threads only add barrier stalls
+    (the SVGD loops ran ~10× slower with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL = {
+    "arch": "mlp",
+    "latent_dim": 3,
+    "arch_options": {"hidden": [32]},
+    "feature_dim": 32,
+    "noise_dim": 4,
+    "n_particles": 4,
+    "sampler_net": "mlp",
+    "sampler_noise_dim": 4,
+    "sampler_hidden": [32],
+    "sampler_particles": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return get_dataset("toy-images", binarize=False, n_train=128, n_test=32)
+
+
+def small_model(spec, **overrides):
+    torch.manual_seed(0)
+    return build_model("ldc-vae", {**SMALL, **overrides}, spec)
+
+
+def test_implicit_encoder_noise_determines_the_code(toy):
+    model = small_model(toy.spec).eval()
+    x = toy.train.gray(torch.arange(6))  # (6, 1, 8, 8)
+    a = model.encode(x, 5, generator=torch.Generator().manual_seed(1))  # (6, 5, 3)
+    b = model.encode(x, 5, generator=torch.Generator().manual_seed(1))
+    c = model.encode(x, 5, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (6, 5, 3)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # same noise and seed: same codes
+    assert (a - c).norm(dim=-1).min() > 1e-4  # different noise: different codes
+    assert (a[:, 1:] - a[:, :1]).norm(dim=-1).min() > 1e-4  # particles of one image differ
+    noise = torch.randn(6, 2, 4)
+    torch.testing.assert_close(model.encoder(x, noise), model.encoder(x, noise.clone()))
+    with pytest.raises(ValueError, match="noise must be"):
+        model.encoder(x, torch.randn(6, 2, 5))
+
+
+def test_rae_encoder_and_sampler_shapes():
+    spec = DataSpec("mnist", (1, 28, 28), "continuous")
+    model = build_model(
+        "ldc-vae", {"arch": "rae", "arch_options": {"width": 2}, "feature_dim": 8}, spec
+    ).eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert model.encode(x, 4).shape == (3, 4, 16)
+    assert model.sample(2).shape == (2, 1, 28, 28)
+    assert model.sampler_shape == (1, 28, 28)  # the RAE encoder on image-shaped noise
+
+
+def linear_decoder_model(spec, **overrides):
+    """No hidden layer and identity output: D(z) = Wz + c, so scores have closed forms."""
+    opts = {"arch_options": {"hidden": []}, "output": "identity", **overrides}
+    return small_model(spec, **opts)
+
+
+def test_gibbs_score_matches_closed_form(toy):
+    """∇_z log p(z|x) = (2/σ²) Wᵀ(x − Wz − c) − w z for p ∝ exp(−‖x − D(z)‖²/σ²) N(z)^w (Eq. 13)."""
+    model = linear_decoder_model(toy.spec, prior_weight=0.5)
+    x = toy.train.gray(torch.arange(4))  # (4, 1, 8, 8)
+    z = torch.randn(4, 3, 3)
+    scores, sq_err, sigma2 = model._paired_scores(z, x, None)
+    layer = model.decoder.net[0]
+    W, c = layer.weight, layer.bias  # (64, 3), (64,)
+    resid = x.flatten(1).unsqueeze(1) - (z @ W.T + c)  # (4, 3, 64)
+    expected = 2.0 / sigma2 * resid @ W - 0.5 * z
+    torch.testing.assert_close(scores, expected.detach(), rtol=1e-4, atol=1e-5)
+    norms = resid.pow(2).sum(-1).sqrt()
+    torch.testing.assert_close(sigma2, norms.var(correction=0).detach())  # Section 5.1
+
+
+@pytest.mark.parametrize("normalizer", ["none", "encoder"])
+def test_mixture_score_matches_closed_form(toy, normalizer):
+    """Score of p̂(z) ∝ Σ_b exp(−E_b(z))/C_b: Σ_b softmax_b(−E_b − log C_b) · (−∇E_b), with
+    log C_b = 0 ("none") or −E_b(ẑ_b) at one encoder draw ẑ_b ("encoder")."""
+    model = linear_decoder_model(toy.spec, mixture_normalizer=normalizer).eval()
+    x = toy.train.gray(torch.arange(5))
+    zs = torch.randn(1, 7, 3)
+    sigma2 = torch.tensor(2.0)
+    torch.manual_seed(6)
+    scores = model._mixture_scores(zs, x, sigma2)  # (1, 7, 3)
+    layer = model.decoder.net[0]
+    W, c = layer.weight.detach(), layer.bias.detach()
+    log_c = torch.zeros(5)
+    if normalizer == "encoder":
+        torch.manual_seed(6)
+        z_hat = model.encode(x, 1)[:, 0].detach()  # (5, 3)
+        log_c = -(x.flatten(1) - (z_hat @ W.T + c)).pow(2).sum(-1) / sigma2
+    resid = x.flatten(1)[None] - (zs[0] @ W.T + c)[:, None]  # (7, 5, 64)
+    weights = torch.softmax(-resid.pow(2).sum(-1) / sigma2 - log_c, dim=-1)  # (7, 5)
+    expected = torch.einsum("mb,mbp,pd->md", weights, 2.0 / sigma2 * resid, W)
+    torch.testing.assert_close(scores[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sinkhorn_responsibilities_are_balanced():
+    """Rows sum to 1 (each particle), columns to M/B (each component); a per-column constant
+    (an unknown log C_b) does not change the result."""
+    log_terms = 3 * torch.randn(12, 4, dtype=torch.float64)
+    w = ldc_vae.sinkhorn_responsibilities(log_terms, 200)
+    torch.testing.assert_close(w.sum(1), torch.ones(12, dtype=torch.float64))
+    torch.testing.assert_close(w.sum(0), torch.full((4,), 3.0, dtype=torch.float64))
+    shifted = ldc_vae.sinkhorn_responsibilities(
+        log_terms + torch.randn(4, dtype=torch.float64), 200
+    )
+    torch.testing.assert_close(shifted, w)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"sampler_target": "paired"}, {"mixture_normalizer": "sinkhorn"}]
+)
+def test_steps_update_only_their_group(toy, options):
+    model = small_model(toy.spec, **options)
+    batch = toy.train.make_batch(torch.arange(8))
+    groups = model.parameter_groups()
+    for step in ("autoencoder", "sampler"):
+        model.zero_grad(set_to_none=True)
+        out = model(step, batch)
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        for name, params in groups.items():
+            touched = [p.grad is not None and p.grad.abs().sum() > 0 for p in params]
+            assert all(touched) if name == step else not any(touched), (step, name)
+    assert torch.isfinite(model.last_sigma2)
+
+
+def test_encoder_gradient_is_the_chain_rule_of_phi(toy):
+    """Eq. (16): the encoder gradient equals −(1/Bn) Σ Φ* ∂z/∂θ for the head's bias (∂z/∂b = I)."""
+    model = small_model(toy.spec)
+    batch = toy.train.make_batch(torch.arange(8))
+    torch.manual_seed(5)
+    model("autoencoder", batch).loss.backward()
+    torch.manual_seed(5)
+    z = model.encode(batch.x)
+    scores, _, _ = model._paired_scores(z, batch.x, None)
+    phi = ldc_vae.svgd_direction(z.detach(), scores, model.kernel)
+    bias = model.encoder.head[1].bias
+    torch.testing.assert_close(bias.grad, -phi.sum((0, 1)) / phi.shape[:2].numel())
+
+
+def test_config_errors(toy):
+    for bad in (
+        {"n_particles": 1},
+        {"kernel": "rbf"},
+        {"sampler_target": "encoder"},
+        {"prior_weight": -1.0},
+        {"nope": 1},
+    ):
+        with pytest.raises(ConfigError):
+            build_model("ldc-vae", {**SMALL, **bad}, toy.spec)
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        small_model(toy.spec).sample(2, sampler="prior")
+
+
+def test_presets_are_valid():
+    for name in ("ldc-vae-mnist", "ldc-vae-mnist-small"):
+        config = ExperimentConfig.from_dict(PRESETS.get(name).values)
+        assert config.model == "ldc-vae"
+        ldc_vae.LDCVAEConfig(**config.model_options)
+
+
+def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "ldc-vae",
+            "model_options": SMALL,
+            "data": {"name": "toy-images", "options": {"binarize": False}, "limit_train": 128},
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "progress": False,
+                "log_every": 1,
+                "eval_batches": 1,
+            },
+        }
+    )
+    result = train(config, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    train_records = [r for r in records if r.get("split") == "train"]
+    assert len(train_records) == 4  # 4 batches an epoch: 2 iterations of (autoencoder, sampler)
+    for r in records:
+        for key in ("autoencoder_loss", "sampler_loss", "rec_mse", "sigma2", "test_loss"):
+            if key in r:
+                assert math.isfinite(r[key]), (key, r)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    fresh = build_model("ldc-vae", SMALL, result.model.spec)
+    fresh.load_state_dict(state)
+    fresh.eval()
+    result.model.eval()
+    for sampler in fresh.samplers():
+        a = result.model.sample(6, torch.Generator().manual_seed(9), sampler=sampler)
+        b = fresh.sample(6, torch.Generator().manual_seed(9), sampler=sampler)
+        assert a.shape == (6, 1, 8, 8) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    batch = toy.test.make_batch(torch.arange(4))
+    assert fresh.reconstruct(batch).shape == (4, 1, 8, 8)
