@@ -131,11 +131,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def validate_names(config: ExperimentConfig) -> None:
     """Fail on unknown model/dataset/architecture before any data is read."""
+    from latentgap.config import dataclass_from_dict
     from latentgap.data import DATASETS
     from latentgap.models import MODELS
     from latentgap.nets import ARCHITECTURES
-
-    from latentgap.config import dataclass_from_dict
 
     model_cls = MODELS.get(config.model)
     dataclass_from_dict(
