@@ -43,6 +43,12 @@ def add_parser(sub) -> None:
         help="VAEPP: q-proposal samples per training image for log Ẑ",
     )
     p.add_argument(
+        "--consistency",
+        action="store_true",
+        help="latent consistency: MMD² (permutation p) and classifier accuracy between encoder "
+        "codes of test images and generation codes",
+    )
+    p.add_argument(
         "--logz-passes",
         type=positive_int,
         metavar="P",
@@ -137,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     from latentgap.metrics.nll import evaluate_nll
     from latentgap.train.run import load_run
 
-    if not (args.nll or args.diagnostics or args.fid):
-        raise ConfigError("nothing to evaluate: pass --nll, --diagnostics and/or --fid")
+    if not (args.nll or args.consistency or args.diagnostics or args.fid):
+        raise ConfigError("nothing to evaluate: pass --nll, --fid, --diagnostics or --consistency")
     if args.fid and args.fid_extractor == "inception":
         from latentgap.metrics.inception import resolve_inception_path
 
@@ -175,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
             before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r, **logz),
         )
         results.update(nll.to_dict())
+    if args.consistency:
+        from latentgap.metrics.consistency import latent_consistency
+
+        results.update(latent_consistency(model, test, n=min(2000, len(test)), seed=args.seed))
     if args.diagnostics:
         if not hasattr(model, "pullback"):
             raise ConfigError(f"--diagnostics is for VAEPP runs; {config.model!r} is not one")

@@ -115,6 +115,19 @@ class GenerativeModel(nn.Module):
         """Names accepted by ``sample(..., sampler=NAME)``; the first is the default."""
         return ("prior",)
 
+    # --- latent consistency (the LDC-VAE paper's Fig. 2) -------------------------------------
+    @torch.no_grad()
+    def latent_codes(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """Codes the encoder gives ``batch`` (one draw per image): (B, D)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose latent codes")
+
+    @torch.no_grad()
+    def generation_codes(
+        self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
+    ) -> Tensor:
+        """The codes generation decodes (prior, sampler net, GMM, ...): (n, D)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose generation codes")
+
     # --- likelihood evaluation -----------------------------------------------------------
     def log_importance_weights(self, batch: Batch, k: int) -> Tensor:
         """log p(x, z_k) − log q(z_k | ·) for k posterior samples per example: (K, B)."""

@@ -266,6 +266,18 @@ class LDCVAE(GenerativeModel):
             out = torch.sigmoid(out)
         return out.reshape(*lead, *out.shape[1:])
 
+    @torch.no_grad()
+    def latent_codes(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        return self.encode(batch.x, 1, generator)[:, 0]  # one particle per image: (B, D)
+
+    @torch.no_grad()
+    def generation_codes(
+        self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
+    ) -> Tensor:
+        if sampler in (None, "sampler-net"):
+            return self.sampler_latents(n, generator)
+        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+
     def sampler_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z = S_ω(ε_s), ε_s ~ N(0, I): (n, D)."""
         eps = torch.randn(n, *self.sampler_shape, generator=generator, device=self.device)

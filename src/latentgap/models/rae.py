@@ -138,6 +138,16 @@ class DeterministicAutoencoder(GenerativeModel):
         return self.decode(self.encode(batch.x)).clamp(0, 1)
 
     @torch.no_grad()
+    def latent_codes(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        return self.encode(batch.x)
+
+    @torch.no_grad()
+    def generation_codes(
+        self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
+    ) -> Tensor:
+        return self.sample_latents(n, generator, self.check_sampler(sampler))
+
+    @torch.no_grad()
     def encode_dataset(self, images: ImageSet, batch_size: int = 500) -> Tensor:
         """Codes of every image of ``images`` in order, in eval mode (batch norm frozen): (N, D)."""
         was_training = self.training

@@ -176,6 +176,22 @@ class TwoStageVAE(GenerativeModel):
     def reconstruct(self, batch: Batch) -> Tensor:
         return self.stage1.reconstruct(batch)
 
+    @torch.no_grad()
+    def latent_codes(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        return self.stage1.latent_codes(batch, generator)
+
+    @torch.no_grad()
+    def generation_codes(
+        self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
+    ) -> Tensor:
+        """Stage-1 codes generation decodes: the stage-2 VAE's output means (or N(0, I))."""
+        if sampler is None:
+            sampler = "two-stage" if bool(self.stage2_trained) else "prior"
+        if sampler == "prior":
+            return self.stage1.sample_latents(n, generator=generator)
+        u = self.stage2.sample_latents(n, generator=generator)  # (n, D₂)
+        return self.stage2.likelihood.mean(self.stage2.decode(u)).reshape(n, -1)  # (n, D₁)
+
 
 # --- presets ----------------------------------------------------------------------------------
 # Stage 1 on the RAE nets as the other LDC-VAE baselines (z = 16, batch 100, continuous MNIST):

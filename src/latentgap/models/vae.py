@@ -108,6 +108,17 @@ class LatentVAEBase(GenerativeModel):
         return self.prior.sample(n, generator=generator, device=self.device)
 
     @torch.no_grad()
+    def latent_codes(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        return self.posterior(self.encoder_input(batch)).sample()
+
+    @torch.no_grad()
+    def generation_codes(
+        self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
+    ) -> Tensor:
+        options = {} if sampler is None else {"sampler": sampler}
+        return self.sample_latents(n, generator=generator, **options)
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **options) -> Tensor:
         z = self.sample_latents(n, generator=generator, **options)
         return self.likelihood.mean(self.decode(z)).clamp(0, 1)
