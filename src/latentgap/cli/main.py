@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate_cmd,
         export_cmd,
         list_cmd,
+        plot_cmd,
         quickstart_cmd,
         sample_cmd,
         train_cmd,
