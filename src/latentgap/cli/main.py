@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd,
         list_cmd,
         quickstart_cmd,
+        plot_cmd,
     ):
         module.add_parser(sub)
     return parser
