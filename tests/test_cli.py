@@ -185,3 +185,33 @@ def test_console_entry_point_runs():
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("latentgap ")
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_small_slice(tmp_path, capsys, data_root):
+    out = tmp_path / "qs"
+    code = main(
+        [
+            "quickstart",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--limit-train",
+            "1000",
+            "--nll-limit",
+            "50",
+            "--iw-samples",
+            "20",
+            "--data-dir",
+            str(data_root),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out[captured.out.index("{") :])
+    assert summary["n_test"] == 50 and summary["test_nll_nats"] > 0
+    assert set(summary["samples"]) == {"gan+mala", "gan", "prior"}
+    for path in summary["samples"].values():
+        assert (tmp_path / "qs" / path.split("/")[-1]).exists()
+    assert json.loads((out / "eval.json").read_text())["model"] == "vaepp"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from latentgap.cli.train_cmd import positive_int
 
-DEFAULT_PRESET = "vae-mnist-small"
+DEFAULT_PRESET = "vaepp-mnist-small"
 
 
 def add_parser(sub) -> None:
@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
         type=positive_int,
         metavar="N",
         help="evaluate NLL on the first N test images (default: all)",
+    )
+    p.add_argument(
+        "--limit-train",
+        type=positive_int,
+        metavar="N",
+        help="train on the first N images only (a quick look)",
     )
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     values["train"]["device"] = args.device
     if args.epochs:
         values["train"]["epochs"] = args.epochs
+    if args.limit_train:
+        values["data"]["limit_train"] = args.limit_train
     config = ExperimentConfig.from_dict(values)
     out = args.out or Path("runs") / time.strftime("quickstart-%Y%m%d-%H%M%S")
 
@@ -68,28 +76,38 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(config, out, force=args.force, data_dir=args.data_dir)
 
-    print(f"[3/4] test NLL with K={args.iw_samples} importance samples ...", flush=True)
+    print(f"[3/4] log Ẑ, then test NLL with K={args.iw_samples} importance samples ...", flush=True)
+    from latentgap.cli.evaluate_cmd import update_eval_json
     from latentgap.train.run import load_splits
 
-    test = load_splits(config, args.data_dir).test
-    if args.nll_limit:
-        test = test.subset(args.nll_limit)
-    nll = evaluate_nll(result.model, test, k=args.iw_samples, progress=True)
-    from latentgap.cli.evaluate_cmd import update_eval_json
-
+    splits = load_splits(config, args.data_dir)
+    test = splits.test.subset(args.nll_limit) if args.nll_limit else splits.test
+    model = result.model.eval()
+    nll = evaluate_nll(
+        model,
+        test,
+        k=args.iw_samples,
+        progress=True,
+        before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r),
+    )
     update_eval_json(out, {"model": config.model, "dataset": config.data.name, **nll.to_dict()})
 
-    print("[4/4] sample grid ...", flush=True)
+    print("[4/4] sample grids ...", flush=True)
     import torch
 
-    g = torch.Generator(device=args.device).manual_seed(0)
-    grid = save_image_grid(result.model.sample(64, generator=g), out / "samples-prior.png")
+    grids = {}
+    for sampler in model.samplers():
+        if sampler == "mala":  # MALA from N(0, I) is slow to mix: skipped in the quickstart
+            continue
+        g = torch.Generator(device=args.device).manual_seed(0)
+        images = model.sample(64, generator=g, sampler=sampler)
+        grids[sampler] = str(save_image_grid(images, out / f"samples-{sampler}.png"))
     summary = {
         "run_dir": str(out),
         "config": str(out / "config.json"),
         "checkpoint": str(out / "checkpoint.pt"),
         "metrics": str(out / "metrics.jsonl"),
-        "samples": str(grid),
+        "samples": grids,
         "eval": str(out / "eval.json"),
         "test_nll_nats": round(nll.nll_nats, 3),
         "bits_per_dim": round(nll.bits_per_dim, 4),

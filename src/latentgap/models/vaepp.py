@@ -182,7 +182,7 @@ class VAEPP(LatentVAEBase):
     def phases(self, epochs: int) -> list[Phase]:
         c = self.config
         gan_epochs = c.gan_epochs if c.gan_epochs is not None else epochs // 2
-        vae_epochs = max(epochs - gan_epochs, 1) if gan_epochs < epochs else 0
+        vae_epochs = max(epochs - gan_epochs, 1)  # the VAE phase always runs first
         gan_steps = (
             Step("gan_critic", "gan_critic", c.gan_critic_steps),
             Step("gan_generator", "gan_generator"),
@@ -191,11 +191,7 @@ class VAEPP(LatentVAEBase):
             vae_steps: tuple[Step, ...] = (Step("vaepp", "vae"),)
         else:
             vae_steps = (Step("vaepp", "vae", c.n_critic), Step("critic", "critic"))
-        phases = []
-        if vae_epochs > 0:
-            phases.append(Phase("vae", vae_steps, vae_epochs))
-        phases.append(Phase("latent-gan", gan_steps, None))
-        return phases
+        return [Phase("vae", vae_steps, vae_epochs), Phase("latent-gan", gan_steps, None)]
 
     def prepare_training(self, train: ImageSet) -> None:
         self.n_train.fill_(float(len(train)))
