@@ -170,7 +170,10 @@ def bench_pythae(splits, train_images: int, nll_images: int, k: int) -> dict:
             learning_rate=1e-3,
             no_cuda=True,
         )
-        trainer = BaseTrainer(model, train_dataset=x, training_config=tcfg)
+        from pythae.data.datasets import BaseDataset
+
+        dataset = BaseDataset(x, torch.zeros(len(x)))
+        trainer = BaseTrainer(model, train_dataset=dataset, training_config=tcfg)
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0

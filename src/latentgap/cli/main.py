@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         list_cmd,
         plot_cmd,
         quickstart_cmd,
+        report_cmd,
+        reproduce_cmd,
         sample_cmd,
         train_cmd,
     )
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd,
         list_cmd,
         quickstart_cmd,
+        reproduce_cmd,
+        report_cmd,
         plot_cmd,
     ):
         module.add_parser(sub)
@@ -73,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"latentgap: error: {err}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("latentgap: interrupted; resume with --resume\n")
+        sys.stderr.write("latentgap: interrupted; rerun with --resume (train) or the same command (reproduce)\n")
         return 130
 
 
