@@ -27,7 +27,9 @@ from throughput import REPO, machine_info, matmul_peak_gflops  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=os.environ.get("LATENTGAP_DATA", str(REPO.parent / "shared" / "data")))
+    p.add_argument(
+        "--data-dir", default=os.environ.get("LATENTGAP_DATA", str(REPO.parent / "shared" / "data"))
+    )
     p.add_argument("--chains", type=int, default=128)
     p.add_argument("--mala-steps", type=int, default=20)
     p.add_argument("--logz-images", type=int, default=2000)
@@ -68,12 +70,20 @@ def main() -> None:
         "device": str(device),
         "matmul_peak_gflops": peak,
         "nets": "vaepp-mnist preset: ResNet 16-32-64, z = 13",
-        "mala": {"chains": args.chains, "steps": args.mala_steps, "seconds": mala_s,
-                 "chain_steps_per_s": chain_steps,
-                 "acceptance_rate_untrained": model.last_acceptance_rate},
-        "log_z": {"samples": est.n_samples, "seconds": logz_s,
-                  "samples_per_s": est.n_samples / logz_s, "log_z_untrained": est.log_z,
-                  "std_err": est.std_err},
+        "mala": {
+            "chains": args.chains,
+            "steps": args.mala_steps,
+            "seconds": mala_s,
+            "chain_steps_per_s": chain_steps,
+            "acceptance_rate_untrained": model.last_acceptance_rate,
+        },
+        "log_z": {
+            "samples": est.n_samples,
+            "seconds": logz_s,
+            "samples_per_s": est.n_samples / logz_s,
+            "log_z_untrained": est.log_z,
+            "std_err": est.std_err,
+        },
     }
     out = args.out or REPO / "bench" / "results" / f"vaepp-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
