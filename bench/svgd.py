@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import socket
 import statistics
@@ -26,30 +24,10 @@ from pathlib import Path
 
 import torch
 
+from latentgap.reproduce.harness import machine_info
 from latentgap.stein import RBFKernel, svgd_direction
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "host": socket.gethostname(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average": load,
-    }
 
 
 def time_direction(z: torch.Tensor, s: torch.Tensor, kernel, budget_s: float) -> list[float]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,3 +22,14 @@ def data_root() -> Path:
     if not (root / "mnist" / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found under {root} (set LATENTGAP_DATA)")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for modules of tiny tensors: on a 2-core machine shared with other
+    jobs, OpenMP barriers made them several times slower with two threads, and one is no slower
+    alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,8 +3,6 @@ must reach a 2-D Gaussian target."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -16,13 +14,7 @@ MU = torch.tensor([2.0, -1.0])
 STD = torch.tensor([0.5, 1.5])
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny nets run fastest on one thread (and do not fight the other jobs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def target(n: int, generator: torch.Generator) -> torch.Tensor:

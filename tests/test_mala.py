@@ -6,7 +6,6 @@ side fraction sqrt(p (1 − p) / n_chains); every check allows 4 standard errors
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,14 +15,7 @@ from latentgap.errors import ConfigError
 from latentgap.samplers import MALAResult, mala, ula
 from latentgap.samplers.mala import energy_and_grad, log_proposal, log_proposal_ratio
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (and do not fight the other jobs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 N_CHAINS = 4000

@@ -3,8 +3,6 @@ flow (critic only, finite differences), and the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -19,14 +17,7 @@ from latentgap.penalties import (
     wgan_gp,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (and do not fight the other jobs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 ALL = ["wgan-div-1", "wgan-div-2", "wgan-gp"]

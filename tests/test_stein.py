@@ -22,15 +22,7 @@ from latentgap.stein import (
     svgd_surrogate_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a shared 2-core machine OpenMP threads only add barrier stalls
-    (the SVGD loops ran ~10× slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 KERNEL_NAMES = ["rbf-paper", "rbf-liu", "imq"]

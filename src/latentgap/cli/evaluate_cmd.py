@@ -13,7 +13,7 @@ from typing import Any
 
 from latentgap.cli.train_cmd import positive_int
 from latentgap.errors import ConfigError
-from latentgap.train.checkpoint import atomic_write_text
+from latentgap.train.run import update_eval_json
 
 
 def add_parser(sub) -> None:
@@ -123,20 +123,6 @@ def add_fid_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where reference statistics are cached (default ~/.cache/latentgap/fid-stats)",
     )
-
-
-def update_eval_json(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``results`` into ``DIR/eval.json`` (written atomically) and return the merged dict."""
-    path = run_dir / "eval.json"
-    merged: dict[str, Any] = {}
-    if path.exists():
-        try:
-            merged = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            merged = {}
-    merged.update(results)
-    atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    return merged
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"latentgap: error: {err}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("latentgap: interrupted; rerun with --resume (train) or the same command (reproduce)\n")
+        sys.stderr.write(
+            "latentgap: interrupted; rerun with --resume (train) or the same command (reproduce)\n"
+        )
         return 130
 
 

@@ -51,9 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("plotting needs matplotlib: pip install 'latentgap[plot]'") from None
     import numpy as np
 
-    from latentgap.cli.evaluate_cmd import update_eval_json
     from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
-    from latentgap.train.run import load_run
+    from latentgap.train.run import load_run, update_eval_json
 
     if args.latent_tsne.suffix.lower() != ".png":
         raise ConfigError(f"--latent-tsne must name a .png file, got {args.latent_tsne}")

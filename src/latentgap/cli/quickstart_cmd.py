@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, out, force=args.force, data_dir=args.data_dir)
 
     print(f"[3/4] log Ẑ, then test NLL with K={args.iw_samples} importance samples ...", flush=True)
-    from latentgap.cli.evaluate_cmd import update_eval_json
-    from latentgap.train.run import load_splits
+    from latentgap.train.run import load_splits, update_eval_json
 
     splits = load_splits(config, args.data_dir)
     test = splits.test.subset(args.nll_limit) if args.nll_limit else splits.test

@@ -406,20 +406,14 @@ class _Context:
 def _merge_eval_json(run_dir: Path, results: dict[str, Any], sampler: str | None) -> None:
     """Merge ``results`` into the run's ``eval.json`` (the keys ``latentgap evaluate`` writes;
     FID keys of a named sampler get an ``@sampler`` suffix)."""
+    from latentgap.train.run import update_eval_json
+
     if sampler is not None:
         results = {
             (f"{k}@{sampler}" if k.startswith("fid_") or k in ("precision", "recall") else k): v
             for k, v in results.items()
         }
-    path = run_dir / "eval.json"
-    merged: dict[str, Any] = {}
-    if path.exists():
-        try:
-            merged = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            merged = {}
-    merged.update(results)
-    atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    update_eval_json(run_dir, results)
 
 
 __all__ = ["build_config", "machine_info", "reproduce", "select_cells", "skip_reason"]

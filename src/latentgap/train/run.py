@@ -6,9 +6,11 @@ A run directory holds ``config.json`` (the :class:`ExperimentConfig`), ``checkpo
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,7 +18,7 @@ from latentgap.config import ExperimentConfig
 from latentgap.data import DataSpec, Splits, get_dataset
 from latentgap.errors import CheckpointError, ConfigError
 from latentgap.models import GenerativeModel, build_model
-from latentgap.train.checkpoint import load_checkpoint, load_model_state
+from latentgap.train.checkpoint import atomic_write_text, load_checkpoint, load_model_state
 from latentgap.train.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.train.trainer import CHECKPOINT, Trainer
 
@@ -135,4 +137,26 @@ def spec_from_state(state: dict, source: Path) -> DataSpec:
         raise CheckpointError(f"{source} records no data spec; it predates this version") from None
 
 
-__all__ = ["DistContext", "TrainResult", "load_run", "load_splits", "prepare_run_dir", "train"]
+def update_eval_json(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``results`` into ``DIR/eval.json`` (written atomically) and return the merged dict."""
+    path = run_dir / "eval.json"
+    merged: dict[str, Any] = {}
+    if path.exists():
+        try:
+            merged = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            merged = {}
+    merged.update(results)
+    atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return merged
+
+
+__all__ = [
+    "DistContext",
+    "TrainResult",
+    "load_run",
+    "load_splits",
+    "prepare_run_dir",
+    "train",
+    "update_eval_json",
+]
