@@ -155,6 +155,9 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
         == 0
     )
     result = json.loads(capsys.readouterr().out)
+    assert result["nll_nats_conservative"] == pytest.approx(
+        result["nll_nats"] + max(0.0, result["log_z_normal"] - result["log_z"])
+    )
     for key in (
         "nll_nats",
         "log_z",
