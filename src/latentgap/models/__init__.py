@@ -2,6 +2,7 @@
 
 from latentgap.models import (  # noqa: F401  (registration)
     cv_vae,
+    ldc_table_presets,
     ldc_vae,
     rae,
     two_stage,
