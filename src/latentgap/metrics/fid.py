@@ -21,11 +21,9 @@ min(n_samples, reference size) reference images (a fixed random subset), at k = 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from latentgap.data.base import ImageSet
 from latentgap.errors import ConfigError
 from latentgap.metrics.inception import cache_root, make_extractor
 from latentgap.metrics.precision_recall import precision_recall as knn_precision_recall
+from latentgap.train.checkpoint import atomic_write
 
 Extractor = Callable[[Tensor], Tensor]
 CACHE_VERSION = 1
@@ -169,18 +168,7 @@ def _fingerprint(images: Tensor) -> str:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def reference_cache_path(
