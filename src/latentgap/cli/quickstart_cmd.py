@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from latentgap.config import ExperimentConfig
     from latentgap.data import DATASETS, fetch_dataset, resolve_dataset_dir
+    from latentgap.data.root import missing_files
     from latentgap.metrics.nll import evaluate_nll
     from latentgap.presets import PRESETS, deep_merge
     from latentgap.train.images import save_image_grid
@@ -63,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = DATASETS.get(config.data.name)
     folder = resolve_dataset_dir(info, args.data_dir)
-    if not all(
-        (folder / f).exists() or (folder / f.removesuffix(".gz")).exists() for f in info.files
-    ):
+    if missing_files(info, folder):
         print(f"[1/4] {config.data.name} not found; fetching it ...", flush=True)
         folder = fetch_dataset(config.data.name, args.data_dir)
     print(f"[1/4] data: {folder}", flush=True)
