@@ -59,7 +59,7 @@ def vaepp_diagnostics(
     z_p = model.sample_latents(
         n_prior_samples,
         generator=g,
-        sampler=sampler or "gan+mala" if bool(model.gan_trained) else "mala",
+        sampler=sampler or ("gan+mala" if bool(model.gan_trained) else "mala"),
     )
     d_p = model.critic_values(model.generate(z_p))
     out["diag_d_prior_normalised"] = float(((d_p - mu) / sd).mean())
