@@ -79,6 +79,10 @@ class DataConfig:
     limit_test: int | None = None
 
 
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping options (the trainer's)."""
@@ -97,6 +101,9 @@ class TrainConfig:
     grad_clip: float | None = None
     tensorboard: bool = False
     progress: bool = True
+    precision: str = "fp32"  # "bf16": autocast the networks; log-densities and log Z stay fp32
+    compile: str | None = None  # torch.compile mode: "default", "reduce-overhead", ...
+    channels_last: bool = False  # conv nets in NHWC memory format (GPU tensor cores)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -110,6 +117,14 @@ class TrainConfig:
             raise ConfigError("lr_halve_every must be a positive number of epochs")
         if self.log_every <= 0:
             raise ConfigError("log_every must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ConfigError(
+                f"unknown compile mode {self.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"
+            )
 
 
 @dataclass

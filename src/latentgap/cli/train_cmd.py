@@ -58,6 +58,23 @@ def add_parser(sub) -> None:
     p.add_argument("--sample-every", type=int, metavar="EPOCHS")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="EPOCHS")
     p.add_argument("--tensorboard", action="store_true", help="also log to DIR/tensorboard")
+    speed = p.add_argument_group("speed (all off by default; they pay off on GPUs)")
+    speed.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="bf16: autocast the networks (log-densities and log Z stay fp32)",
+    )
+    speed.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        metavar="MODE",
+        help="torch.compile the model (MODE: default, reduce-overhead for CUDA graphs, "
+        "max-autotune)",
+    )
+    speed.add_argument(
+        "--channels-last", action="store_true", help="conv nets and images in NHWC layout"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--set",
@@ -118,12 +135,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         "log_every": args.log_every,
         "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every,
+        "precision": args.precision,
+        "compile": args.compile,
     }
     values["train"].update({k: v for k, v in train_flags.items() if v is not None})
     if args.tensorboard:
         values["train"]["tensorboard"] = True
     if args.no_progress:
         values["train"]["progress"] = False
+    if args.channels_last:
+        values["train"]["channels_last"] = True
     for assignment in args.set:
         set_dotted(values, assignment)
     return ExperimentConfig.from_dict(values)
@@ -147,11 +168,19 @@ def validate_names(config: ExperimentConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latentgap.distributed import shutdown
     from latentgap.train.run import train
 
     config = config_from_args(args)
     validate_names(config)
-    result = train(config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir)
+    try:
+        result = train(
+            config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir
+        )
+    finally:
+        shutdown()
+    if not result.is_main:
+        return 0
     summary = {
         k: v
         for k, v in result.record.items()

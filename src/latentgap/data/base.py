@@ -55,10 +55,14 @@ class Batch:
     e: Tensor
     y: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(
+        self, device: torch.device | str, memory_format: torch.memory_format | None = None
+    ) -> Batch:
+        """On ``device``; ``memory_format=torch.channels_last`` also lays the images out NHWC."""
+        fmt = {} if memory_format is None else {"memory_format": memory_format}
         return Batch(
-            self.x.to(device, non_blocking=True),
-            self.e.to(device, non_blocking=True),
+            self.x.to(device, non_blocking=True, **fmt),
+            self.e.to(device, non_blocking=True, **fmt),
             None if self.y is None else self.y.to(device, non_blocking=True),
         )
 
@@ -141,8 +145,19 @@ class ImageSet(torch.utils.data.Dataset):
             out["y"] = b.y[0]
         return out
 
-    def num_batches(self, batch_size: int, *, world_size: int = 1, drop_last: bool = False) -> int:
+    def num_batches(
+        self,
+        batch_size: int,
+        *,
+        world_size: int = 1,
+        drop_last: bool = False,
+        rank: int = 0,
+        even: bool = True,
+    ) -> int:
+        """Batches of this rank's shard (see :meth:`batches` for ``even``)."""
         per_rank = len(self) // world_size
+        if not even:
+            per_rank += 1 if rank < len(self) % world_size else 0
         if drop_last:
             return per_rank // batch_size
         return -(-per_rank // batch_size)
@@ -158,6 +173,7 @@ class ImageSet(torch.utils.data.Dataset):
         world_size: int = 1,
         drop_last: bool = False,
         start: int = 0,
+        even: bool = True,
     ) -> Iterator[Batch]:
         """Iterate over batches of this rank's shard.
 
@@ -165,7 +181,8 @@ class ImageSet(torch.utils.data.Dataset):
         ``start=k`` resumes exactly where batch k of the same epoch would have been served.
         With ``world_size > 1`` every rank takes an equal, disjoint, strided slice of the same
         permutation (the remainder is dropped so ranks stay in step, as DistributedSampler does
-        with ``drop_last=True``).
+        with ``drop_last=True``). ``even=False`` (evaluation) keeps every example instead: the
+        first n mod W ranks take one more, and the shards' sums add up to the whole set's.
         """
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -175,10 +192,12 @@ class ImageSet(torch.utils.data.Dataset):
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
-        per_rank = n // world_size
-        order = order[rank : per_rank * world_size : world_size]
+        stop = n if not even else (n // world_size) * world_size
+        order = order[rank:stop:world_size]
         order = order.to(self.device)
-        nb = self.num_batches(batch_size, world_size=world_size, drop_last=drop_last)
+        nb = self.num_batches(
+            batch_size, world_size=world_size, drop_last=drop_last, rank=rank, even=even
+        )
         gen_device = self.device if self.device.type != "mps" else torch.device("cpu")
         for i in range(start, nb):
             index = order[i * batch_size : (i + 1) * batch_size]

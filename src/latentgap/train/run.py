@@ -16,10 +16,10 @@ import torch
 
 from latentgap.config import ExperimentConfig
 from latentgap.data import DataSpec, Splits, get_dataset
-from latentgap.errors import CheckpointError, ConfigError
+from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
+from latentgap.errors import CheckpointError, ConfigError, LatentgapError
 from latentgap.models import GenerativeModel, build_model
 from latentgap.train.checkpoint import atomic_write_text, load_checkpoint, load_model_state
-from latentgap.train.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.train.trainer import CHECKPOINT, Trainer
 
 RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.png", "eval.json")
@@ -71,6 +71,7 @@ class TrainResult:
     record: dict
     model: GenerativeModel
     config: ExperimentConfig
+    is_main: bool = True  # False on the other ranks of a torchrun job (they print nothing)
 
 
 def train(
@@ -86,16 +87,22 @@ def train(
     out = Path(out)
     check_device(config.train.device)
     ctx = init_distributed(config.train.device)
+    failure: LatentgapError | None = None
     if ctx.is_main:
-        prepare_run_dir(out, resume=resume, force=force)
+        try:
+            prepare_run_dir(out, resume=resume, force=force)
+        except LatentgapError as err:
+            failure = err
+    if ctx.any(failure is not None):  # every rank stops, not only rank 0
+        raise failure or ConfigError("rank 0 could not prepare the run directory (see its error)")
     barrier()
     state = None
     if resume:
         state = load_checkpoint(out / CHECKPOINT)
         saved = ExperimentConfig.from_dict(state["config"])
         saved.train.epochs = max(saved.train.epochs, config.train.epochs)
-        saved.train.device = config.train.device
-        saved.train.progress = config.train.progress
+        for name in ("device", "progress", "precision", "compile", "channels_last"):
+            setattr(saved.train, name, getattr(config.train, name))  # how, not what, to train
         config = saved
     splits = load_splits(config, data_dir)
     torch.manual_seed(config.train.seed)
@@ -107,7 +114,7 @@ def train(
     elif ctx.is_main:
         config.save(out / "config.json")
     record = trainer.fit()
-    return TrainResult(out, record, trainer.model, config)
+    return TrainResult(out, record, trainer.model, config, ctx.is_main)
 
 
 def load_run(

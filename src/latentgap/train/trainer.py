@@ -6,13 +6,23 @@ repeat of each step, rank-0-only I/O, an atomic checkpoint at epoch ends, and a 
 never overwrites the last good checkpoint.
 
 Determinism: data order and binarisation are functions of (seed, epoch, batch index), and the
-global torch RNG state is saved in every checkpoint, so ``--resume`` after a kill reaches the same
-parameters as an uninterrupted run with the same seed.
+global torch RNG is reseeded from (seed, epoch, rank) at each epoch start, so ``--resume`` after a
+kill reaches the same parameters as an uninterrupted run with the same seed, whatever the number
+of processes the checkpoint was written with.
+
+Data parallel (under torchrun): the model is wrapped in DistributedDataParallel, each rank takes
+a disjoint shard of every epoch's permutation, ``batch_size`` is per process (the global batch is
+``world_size × batch_size``; learning rates are not rescaled), gradients are averaged, and at every
+checkpoint the ranks' parameters are compared (a mismatch stops training: it would be a bug).
+Every rank draws its own noise; steps that must agree across ranks (a phase's end, e.g. fitting
+an ex-post density) run with a rank-independent seed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +31,11 @@ import torch
 from torch import nn
 
 from latentgap.config import ExperimentConfig
-from latentgap.data.base import Batch, Splits
+from latentgap.data.base import Batch, Splits, epoch_seed
+from latentgap.distributed import DistContext
 from latentgap.errors import CheckpointError, TrainingDiverged
 from latentgap.models.base import GenerativeModel, Phase
 from latentgap.train.checkpoint import load_model_state, save_checkpoint
-from latentgap.train.distributed import DistContext, all_reduce_sum
 from latentgap.train.images import save_image_grid
 from latentgap.train.metrics_log import MetricsLog
 
@@ -70,15 +80,23 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = device
         self.ctx = ctx or DistContext()
+        # MNIST-size sets live on the GPU: no host-to-device copies per batch.
         self.train_set = splits.train.to(device) if device.type == "cuda" else splits.train
+        self.memory_format = torch.channels_last if self.tc.channels_last else None
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)  # 4-d (conv) weights only
         self.wrapped: nn.Module = self.model
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
+            # Steps train different parameter groups (VAE, critic, latent GAN, sampler), so
+            # each backward leaves some parameters unused.
             self.wrapped = DistributedDataParallel(
                 self.model, device_ids=ids, find_unused_parameters=True
             )
+        if self.tc.compile:
+            self.wrapped = torch.compile(self.wrapped, mode=self.tc.compile)
         self.phases = model.phases(self.tc.epochs)
         self.optimizers = self._build_optimizers()
         self.schedulers = {
@@ -125,6 +143,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
         load_model_state(self.model, state["model"], source)
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)
         try:
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
@@ -141,12 +161,42 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.ctx.world_size:
+            b = self.tc.batch_size
+            msg = (
+                f"resuming a checkpoint written by {saved_world} process(es) with "
+                f"{self.ctx.world_size}: the global batch changes from {saved_world * b} to "
+                f"{self.ctx.world_size * b} (--batch-size is per process)"
+            )
+            self.log.write(
+                {"event": "world_size_changed", "from": saved_world, "to": self.ctx.world_size}
+            )
+            if self.ctx.is_main:
+                print(f"latentgap: note: {msg}", file=sys.stderr)
 
     def save(self) -> Path:
         path = self.out_dir / CHECKPOINT
+        self.check_in_sync()
         if self.ctx.is_main:
             save_checkpoint(path, self.state_dict())
         return path
+
+    @torch.no_grad()
+    def check_in_sync(self) -> None:
+        """Under data parallelism, stop if the ranks' parameters differ (they are bitwise equal
+        after every synchronised step; a mismatch means a rank trained on its own)."""
+        if not self.ctx.enabled:
+            return
+        flat = torch.cat([p.detach().reshape(-1).double() for p in self.model.parameters()])
+        ramp = torch.linspace(0.5, 1.5, flat.numel(), device=flat.device, dtype=torch.float64)
+        fingerprint = torch.stack([flat.sum(), (ramp * flat).sum(), flat.square().sum()])  # (3,)
+        every = self.ctx.all_gather_cat(fingerprint[None])  # (W, 3)
+        if not torch.equal(every, every[:1].expand_as(every)):
+            raise RuntimeError(
+                f"data-parallel ranks hold different parameters at epoch {self.epoch} "
+                f"(fingerprints {every.tolist()}); gradients were not synchronised"
+            )
 
     # --- training ------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -158,6 +208,7 @@ class Trainer:
         record: dict[str, Any] = {}
         while self.epoch < tc.epochs:
             phase = phase_at(self.phases, self.epoch)
+            torch.manual_seed(epoch_seed(tc.seed + 7_777_777, self.epoch, self.ctx.rank))
             record = self._run_epoch(phase)
             self.epoch += 1
             for sched in self.schedulers.values():
@@ -165,7 +216,8 @@ class Trainer:
             record.update(self._evaluate_test(phase))
             next_phase = phase_at(self.phases, self.epoch) if self.epoch < tc.epochs else None
             if next_phase is not phase:
-                self.model.end_phase(phase.name, self.train_set)
+                with self._same_rng_on_every_rank():
+                    self.model.end_phase(phase.name, self.train_set)
             last = self.epoch == tc.epochs
             if self.ctx.is_main and (
                 last or (tc.sample_every and self.epoch % tc.sample_every == 0)
@@ -176,6 +228,19 @@ class Trainer:
                 self.save()
         self.log.close()
         return record
+
+    def _same_rng_on_every_rank(self) -> contextlib.AbstractContextManager:
+        """A forked RNG seeded from (seed, epoch) only: what runs inside agrees across ranks."""
+        fork = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        stack = contextlib.ExitStack()
+        stack.enter_context(fork)
+        torch.manual_seed(epoch_seed(self.tc.seed + 3_333_333, self.epoch))
+        return stack
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.tc.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _run_epoch(self, phase: Phase) -> dict[str, Any]:
         tc, ctx = self.tc, self.ctx
@@ -212,7 +277,8 @@ class Trainer:
                     if batch is None:
                         exhausted = True
                         break
-                    terms = self._update(step.loss, step.group, batch.to(self.device))
+                    batch = batch.to(self.device, memory_format=self.memory_format)
+                    terms = self._update(step.loss, step.group, batch)
                     images += len(batch)
                     for key, value in terms.items():
                         sums[key] = sums.get(key, 0.0) + value
@@ -260,9 +326,12 @@ class Trainer:
         }
 
     def _update(self, loss_name: str, group: str, batch: Batch) -> dict[str, torch.Tensor]:
-        out = self.wrapped(loss_name, batch)
-        loss = out.loss
-        if self.check_every_step and not torch.isfinite(loss).item():
+        with self._autocast():
+            out = self.wrapped(loss_name, batch)
+        loss = out.loss.float()
+        if self.check_every_step and self.ctx.any(
+            not torch.isfinite(loss).item(), device=self.device
+        ):
             self._diverged(loss_name, float(loss.detach()))
         self.model.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,7 +352,7 @@ class Trainer:
             [torch.as_tensor(values[k], dtype=torch.float32, device=self.device) for k in keys]
         )
         if self.ctx.enabled:
-            stacked = all_reduce_sum(stacked) / self.ctx.world_size
+            stacked = self.ctx.all_reduce_sum(stacked) / self.ctx.world_size
         return dict(zip(keys, stacked.tolist(), strict=True))
 
     def _check_finite(self, values: dict[str, float]) -> None:

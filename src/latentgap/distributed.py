@@ -1,0 +1,114 @@
+"""Process groups: single-process by default, data parallel under torchrun.
+
+``torchrun --nproc_per_node N -m latentgap train ...`` (or ``evaluate``) sets RANK, WORLD_SIZE and
+LOCAL_RANK; we then join a process group (gloo on CPU, NCCL on CUDA; multi-node through
+torchrun's own rendezvous arguments). Training wraps the model in DistributedDataParallel;
+evaluation shards its work (test images, log Ẑ samples, FID images) and reduces exactly with the
+collectives of :class:`DistContext`, which are identities in a single process. Only rank 0 writes
+files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from latentgap.errors import ConfigError
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the group, and the reductions evaluation needs."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def shard_size(self, n: int) -> int:
+        """How many of ``n`` items this rank takes when all of them are covered (items
+        rank, rank + W, rank + 2W, ...: the first n mod W ranks take one more)."""
+        return n // self.world_size + (1 if self.rank < n % self.world_size else 0)
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        """The sum of ``t`` over ranks (a copy; ``t`` itself is untouched)."""
+        if not (self.enabled and _initialized()):
+            return t
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_gather_cat(self, t: Tensor) -> Tensor:
+        """Every rank's ``t`` (n_r, ...) concatenated in rank order; the n_r may differ."""
+        if not (self.enabled and _initialized()):
+            return t
+        n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
+        sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        counts = [int(s.item()) for s in sizes]
+        padded = t.new_zeros((max(counts), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
+
+    def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+        """True on every rank if ``flag`` is true on any rank (so all ranks stop together)."""
+        if not (self.enabled and _initialized()):
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(self.all_reduce_sum(t).item() > 0)
+
+
+def init_distributed(device: str) -> DistContext:
+    """Join the torchrun process group if launched by torchrun, else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    try:
+        rank = int(os.environ["RANK"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"WORLD_SIZE={world_size} but RANK is missing or not a number; "
+            "launch with torchrun --nproc_per_node N -m latentgap ..."
+        ) from None
+    if not _initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank, world_size, local_rank)
+
+
+def resolve_device(device: str, ctx: DistContext) -> torch.device:
+    """``cuda`` becomes this process's GPU under torchrun."""
+    if device == "cuda" and ctx.enabled:
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device(device)
+
+
+def barrier() -> None:
+    if _initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (the end of a torchrun command)."""
+    if _initialized():
+        dist.destroy_process_group()
