@@ -15,6 +15,7 @@ import torch
 from scipy import stats
 
 from latentgap.data.base import DataSpec, ImageSet
+from latentgap.distributed import DistContext
 from latentgap.posteriors import DiagonalGaussian
 from latentgap.priors import (
     LogZEstimate,
@@ -237,8 +238,7 @@ def test_sharded_sweep_combines() -> None:
             n_train=1,
             samples_per_image=2000,
             batch_size=2,
-            rank=r,
-            world_size=3,
+            ctx=DistContext(rank=r, world_size=3),  # no process group: this rank's part only
             generator=g,
             truncated=False,
         )

@@ -24,6 +24,13 @@ def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _comm_device() -> torch.device:
+    """Where the backend wants tensors: this process's GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class DistContext:
     """This process's place in the group, and the reductions evaluation needs."""
@@ -45,33 +52,39 @@ class DistContext:
         rank, rank + W, rank + 2W, ...: the first n mod W ranks take one more)."""
         return n // self.world_size + (1 if self.rank < n % self.world_size else 0)
 
+    def rank_seed(self, seed: int) -> int:
+        """A seed for this rank's share of random draws (rank 0 keeps ``seed``, so a single
+        process draws what rank 0 of a job would)."""
+        return seed + 1_000_003 * self.rank
+
     def all_reduce_sum(self, t: Tensor) -> Tensor:
         """The sum of ``t`` over ranks (a copy; ``t`` itself is untouched)."""
         if not (self.enabled and _initialized()):
             return t
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
+        out = t.to(_comm_device(), copy=True)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.to(t.device)
 
     def all_gather_cat(self, t: Tensor) -> Tensor:
         """Every rank's ``t`` (n_r, ...) concatenated in rank order; the n_r may differ."""
         if not (self.enabled and _initialized()):
             return t
-        n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
+        device = _comm_device()
+        n = torch.tensor([t.shape[0]], device=device, dtype=torch.long)
         sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
         dist.all_gather(sizes, n)
         counts = [int(s.item()) for s in sizes]
-        padded = t.new_zeros((max(counts), *t.shape[1:]))
-        padded[: t.shape[0]] = t
+        padded = torch.zeros((max(counts), *t.shape[1:]), dtype=t.dtype, device=device)
+        padded[: t.shape[0]] = t.to(device)
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(parts, padded.contiguous())
-        return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)]).to(t.device)
 
-    def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+    def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any rank (so all ranks stop together)."""
         if not (self.enabled and _initialized()):
             return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        t = torch.tensor([1.0 if flag else 0.0])
         return bool(self.all_reduce_sum(t).item() > 0)
 
 

@@ -16,6 +16,11 @@ layer of every conditioner starts at zero, so a new flow is the identity.
 
 The Eq. (8) estimate of Z needs q(z|e) with bounded weights: :meth:`FlowPosterior.truncated`
 pushes a ±2σ truncated base through the same flow, which keeps the density exact.
+
+Precision: under bf16 autocast the conditioner MLPs run in bf16, but a coupling layer upcasts
+its input and the conditioner's outputs (s, t) to float32 (:func:`latentgap.posteriors.upcast`)
+before the affine map and the log-determinant, so z and log|det| are float32 and consistent
+with each other (the log-det is that of the map actually applied); float64 stays float64.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from latentgap.posteriors import DiagonalGaussian, Posterior, TruncatedNormal
+from latentgap.posteriors import DiagonalGaussian, Posterior, TruncatedNormal, upcast
 
 
 class AffineCoupling(nn.Module):
@@ -70,13 +75,14 @@ class AffineCoupling(nn.Module):
                 )
             ctx = context.to(z_kept.dtype).expand(*z_kept.shape[:-1], self.context_dim)
             inp = torch.cat([z_kept, ctx], dim=-1)  # (..., D + C)
-        raw_s, t = self.net(inp).chunk(2, dim=-1)  # (..., D) each
+        raw_s, t = upcast(self.net(inp)).chunk(2, dim=-1)  # (..., D) each, float32 or more
         free = 1.0 - self.mask.to(z_kept.dtype)
         s = self.scale_bound * torch.tanh(raw_s / self.scale_bound) * free
         return s, t * free
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """y = m⊙z + (1−m)⊙(z·exp(s) + t) and log|det ∂y/∂z| = Σ s: (..., D), (...)."""
+        z = upcast(z)
         mask = self.mask.to(z.dtype)
         s, t = self._shift_and_log_scale(z * mask, context)
         y = z * mask + (1.0 - mask) * (z * torch.exp(s) + t)
@@ -84,6 +90,7 @@ class AffineCoupling(nn.Module):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """z = m⊙y + (1−m)⊙(y − t)·exp(−s) and log|det ∂z/∂y| = −Σ s: (..., D), (...)."""
+        y = upcast(y)
         mask = self.mask.to(y.dtype)
         s, t = self._shift_and_log_scale(y * mask, context)  # m⊙y = m⊙z
         z = y * mask + (1.0 - mask) * (y - t) * torch.exp(-s)
@@ -125,8 +132,8 @@ class Flow(nn.Module):
     def forward(self, z0: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if z0.shape[-1] != self.dim:
             raise ValueError(f"expected last dim {self.dim}, got {tuple(z0.shape)}")
-        z = z0
-        log_det = torch.zeros(z0.shape[:-1], dtype=z0.dtype, device=z0.device)  # (...)
+        z = upcast(z0)
+        log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)  # (...)
         for layer in self.layers:
             z, ld = layer(z, context)
             log_det = log_det + ld
@@ -135,6 +142,7 @@ class Flow(nn.Module):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if z.shape[-1] != self.dim:
             raise ValueError(f"expected last dim {self.dim}, got {tuple(z.shape)}")
+        z = upcast(z)
         log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)  # (...)
         for layer in reversed(self.layers):
             z, ld = layer.inverse(z, context)

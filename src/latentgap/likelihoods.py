@@ -13,6 +13,11 @@ Contract (k = ``param_channels``, C×H×W the image shape):
 
 Use :func:`build_likelihood` to make one by name and :func:`default_likelihood` for the natural
 choice for a data kind. All computations stay in log space (log-sigmoid, never log(sigmoid)).
+
+Precision: ``log_prob`` upcasts bf16/fp16 parameters and data to float32 on entry
+(:func:`latentgap.posteriors.upcast`), so under bf16 autocast the decoder runs in bf16 but
+log p(x|z) is float32; float32 and float64 inputs are used as they are. ``mean`` and ``sample``
+keep the parameters' dtype (G(z) feeds the critic, a network).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 
 from latentgap.data.base import DataSpec
 from latentgap.errors import ConfigError
+from latentgap.posteriors import upcast
 from latentgap.registry import Registry
 
 LIKELIHOODS: Registry[type] = Registry("likelihood")
@@ -86,7 +92,8 @@ class Bernoulli(Likelihood):
     param_channels = 1
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        (logits,) = self.split(params)  # (..., C, H, W)
+        (logits,) = self.split(upcast(params))  # (..., C, H, W)
+        x = upcast(x)
         # x·l − softplus(l) equals x·logσ(l) + (1 − x)·logσ(−l) with one transcendental per
         # pixel instead of two (the NLL's hot loop); its cancellation error, ~1e-7·|l| a pixel,
         # is far below Monte Carlo noise.
@@ -155,9 +162,9 @@ class Gaussian(Likelihood):
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         """Σ log N(x; m, γ) = −½ Σ [(x − m)²/γ + log γ + log 2π]."""
-        m = self.mean(params)  # (..., C, H, W)
+        m = self.mean(upcast(params))  # (..., C, H, W)
         log_gamma = self.effective_log_gamma()
-        sq = (x - m).square()  # (..., C, H, W)
+        sq = (upcast(x) - m).square()  # (..., C, H, W)
         n = math.prod(self.shape)
         return -0.5 * (_sum_pixels(sq) * torch.exp(-log_gamma) + n * (log_gamma + _LOG_2PI))
 
@@ -212,7 +219,8 @@ class DiscretizedLogistic(Likelihood):
         return loc, log_scale.clamp(min=self.min_log_scale)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        loc, log_scale = self.loc_and_log_scale(params)  # (..., C, H, W)
+        loc, log_scale = self.loc_and_log_scale(upcast(params))  # (..., C, H, W)
+        x = upcast(x)
         half = 0.5 / (self.levels - 1)
         inv_scale = torch.exp(-log_scale)
         centred = x - loc

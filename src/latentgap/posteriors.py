@@ -8,6 +8,12 @@ reference networks). Draws are reparameterised, so gradients reach the encoder.
 The truncated normal is the q(z|e) of VAEPP's partition-function estimate Ẑ (Eq. 8 and
 section 3.4 of the VAEPP paper): bounded support keeps the importance weights f(z)/q̂(z) from
 exploding in the tails of q.
+
+Precision: under bf16 autocast the encoder's output is bf16, but every log-density must be
+float32. A posterior therefore stores its location and log-scale upcast by :func:`upcast`
+(bf16/fp16 → float32; float32 and float64 unchanged), so draws, log-densities, entropies and KLs
+are float32 whatever precision the network ran in. The other log-density modules (likelihoods,
+priors, flows) use the same helper on their inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,19 @@ from latentgap.registry import Registry
 POSTERIORS: Registry[type] = Registry("posterior")
 P = TypeVar("P", bound="Posterior")
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def upcast(t: Tensor) -> Tensor:
+    """``t`` as float32 if it is bf16 or fp16 (a network's output under autocast), else ``t``
+    itself: float32 stays as is (no copy) and float64 is never lowered.
+
+    Log-densities call it on their tensor inputs so that, under ``torch.autocast``, they are
+    evaluated in float32 on the (possibly bf16-rounded) values. The cast is differentiable.
+    """
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
 _LOG_2PI = math.log(2.0 * math.pi)
 _HALF_LOG_2PIE = 0.5 * (1.0 + _LOG_2PI)
 
@@ -39,8 +58,9 @@ class Posterior:
             raise ValueError(
                 f"loc {tuple(loc.shape)} and log_scale {tuple(log_scale.shape)} differ in shape"
             )
-        self.loc = loc  # (B, D)
-        self.log_scale = log_scale  # (B, D)
+        # bf16/fp16 encoder outputs (autocast) are upcast: draws and densities stay float32.
+        self.loc = upcast(loc)  # (B, D)
+        self.log_scale = upcast(log_scale)  # (B, D)
 
     @classmethod
     def from_encoder_output(
@@ -129,7 +149,7 @@ class DiagonalGaussian(Posterior):
         return torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        eps = (z - self.loc) * torch.exp(-self.log_scale)  # (..., B, D)
+        eps = (upcast(z) - self.loc) * torch.exp(-self.log_scale)  # (..., B, D)
         return -(0.5 * eps.square() + self.log_scale + 0.5 * _LOG_2PI).sum(-1)
 
     def entropy(self) -> Tensor:
@@ -180,7 +200,7 @@ class TruncatedNormal(Posterior):
     def log_prob(self, z: Tensor) -> Tensor:
         """Points within rounding error of the box edge (as produced by :meth:`rsample` when
         |μ| ≫ σ) count as inside."""
-        diff = z - self.loc  # (..., B, D)
+        diff = upcast(z) - self.loc  # (..., B, D)
         scale = self.scale
         half_width = self.bound * scale
         slack = 4.0 * torch.finfo(diff.dtype).eps * (self.loc.abs() + half_width)

@@ -2,6 +2,10 @@
 
 ``--nll`` (importance-sampled test NLL), ``--diagnostics`` (VAEPP) and ``--fid`` (FID of samples
 and test reconstructions, precision and recall; :func:`latentgap.metrics.fid.evaluate_fid`).
+
+Under ``torchrun --nproc_per_node N -m latentgap evaluate ...`` the test NLL, VAEPP's log Ẑ
+(both proposals) and the FID features are sharded across the processes and reduced exactly; rank
+0 prints and writes eval.json. ``--consistency`` and ``--diagnostics`` are not sharded.
 """
 
 from __future__ import annotations
@@ -132,8 +136,18 @@ def add_fid_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latentgap.distributed import shutdown
+
+    try:
+        return _run(args)
+    finally:
+        shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from latentgap.distributed import init_distributed, resolve_device
     from latentgap.metrics.nll import evaluate_nll
-    from latentgap.train.run import load_run
+    from latentgap.train.run import check_device, load_run
 
     if not (args.nll or args.consistency or args.diagnostics or args.fid):
         raise ConfigError("nothing to evaluate: pass --nll, --fid, --diagnostics or --consistency")
@@ -141,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
         from latentgap.metrics.inception import resolve_inception_path
 
         resolve_inception_path(args.inception)  # fail before any long computation
-    model, config, splits = load_run(args.run_dir, args.device, args.data_dir)
+    check_device(args.device)
+    ctx = init_distributed(args.device)
+    device = str(resolve_device(args.device, ctx))
+    model, config, splits = load_run(args.run_dir, device, args.data_dir)
     if args.fid and args.sampler is not None and args.sampler not in model.samplers():
         raise ConfigError(
             f"model {config.model!r} has no sampler {args.sampler!r}; "
@@ -171,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             progress=not args.no_progress,
-            before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r, **logz),
+            before_repeat=lambda r: model.prepare_evaluation(
+                splits.train, repeat=r, ctx=ctx, **logz
+            ),
+            ctx=ctx,
         )
         results.update(nll.to_dict())
         if "log_z_gap" in results:  # VAEPP: Eq. (8)'s log Ẑ below the p_N estimate → optimistic
@@ -186,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         from latentgap.metrics.vaepp_diagnostics import vaepp_diagnostics
 
         if not args.nll:
-            model.prepare_evaluation(splits.train, **logz)
+            model.prepare_evaluation(splits.train, ctx=ctx, **logz)
         results.update(vaepp_diagnostics(model, splits.train, test, seed=args.seed))
     if args.fid:
         from latentgap.metrics.fid import evaluate_fid
@@ -202,12 +222,16 @@ def run(args: argparse.Namespace) -> int:
                 extractor=args.fid_extractor,
                 inception_path=args.inception,
                 batch_size=args.fid_batch_size,
-                device=args.device,
+                device=device,
                 seed=args.seed,
                 progress=not args.no_progress,
                 cache_dir=args.fid_cache_dir,
+                ctx=ctx,
             )
         )
-    update_eval_json(args.run_dir, results)
-    print(json.dumps(results))
+    if ctx.enabled:
+        results["world_size"] = ctx.world_size
+    if ctx.is_main:
+        update_eval_json(args.run_dir, results)
+        print(json.dumps(results))
     return 0

@@ -17,6 +17,12 @@ reconstructions of the first min(n_samples, |test|) test images are compared wit
 statistics of the gray images of ``splits.train`` (default, the whole split as in the VAEPP paper)
 or ``splits.test``. Precision/recall compare the sample features with the features of
 min(n_samples, reference size) reference images (a fixed random subset), at k = 3.
+
+Sharding. Under torchrun every rank extracts features of its share of the reference images,
+samples (drawn with its own generator) and reconstructions; the moment sums are added over ranks
+and the kept features gathered, so the result does not depend on the number of processes beyond
+the randomness of the samples (the reference and reconstruction statistics are the same up to
+float64 rounding).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch
 from torch import Tensor
 
 from latentgap.data.base import ImageSet
+from latentgap.distributed import DistContext
 from latentgap.errors import ConfigError
 from latentgap.metrics.inception import cache_root, make_extractor
 from latentgap.metrics.precision_recall import precision_recall as knn_precision_recall
@@ -69,6 +76,15 @@ class FeatureStats:
 
     def __add__(self, other: FeatureStats) -> FeatureStats:
         return FeatureStats(self.n + other.n, self.s + other.s, self.ss + other.ss)
+
+    def all_reduce(self, ctx: DistContext, device: str | torch.device = "cpu") -> FeatureStats:
+        """The statistics of all ranks' features together (every rank gets them)."""
+        if not ctx.enabled:
+            return self
+        f = self.s.shape[0]
+        flat = np.concatenate([[float(self.n)], self.s, self.ss.reshape(-1)])
+        total = ctx.all_reduce_sum(torch.from_numpy(flat).to(device)).cpu().numpy()
+        return FeatureStats(int(round(total[0])), total[1 : f + 1], total[f + 1 :].reshape(f, f))
 
     @property
     def mean(self) -> np.ndarray:
@@ -142,9 +158,15 @@ def extract(
     desc: str = "features",
     progress: bool = False,
     keep: int = 0,
+    ctx: DistContext | None = None,
 ) -> tuple[FeatureStats, Tensor]:
     """Features of image batches (B, C, H, W) in [0, 1]: their statistics and the first ``keep``
-    feature vectors (keep, F) as float32 on the CPU (for precision/recall)."""
+    feature vectors (keep, F) as float32 on the CPU (for precision/recall).
+
+    With a distributed ``ctx`` the batches are this rank's share: the statistics returned are
+    those of all ranks' images and the kept vectors are every rank's first ``keep``, gathered
+    in rank order.
+    """
     stats: FeatureStats | None = None
     kept: list[Tensor] = []
     n_kept = 0
@@ -158,7 +180,11 @@ def extract(
             n_kept += kept[-1].shape[0]
     if stats is None:
         raise ValueError("no images to extract features from")
-    return stats, torch.cat(kept) if kept else torch.zeros(0, stats.s.shape[0])
+    kept_t = torch.cat(kept) if kept else torch.zeros(0, stats.s.shape[0])
+    if ctx is not None and ctx.enabled:
+        stats = stats.all_reduce(ctx, device)
+        kept_t = ctx.all_gather_cat(kept_t.to(device)).cpu()
+    return stats, kept_t
 
 
 def _fingerprint(images: Tensor) -> str:
@@ -197,9 +223,11 @@ def reference_statistics(
     device: str | torch.device = "cpu",
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    ctx: DistContext | None = None,
 ) -> tuple[FeatureStats, Tensor]:
     """Feature statistics of the gray images of ``data`` and the features (keep, F) of a fixed
-    random subset of ``keep`` of them (for precision/recall).
+    random subset of ``keep`` of them (for precision/recall). With a distributed ``ctx`` the
+    images are shared among the ranks (the cache is read by all, written by rank 0).
 
     Images are visited in a fixed permutation (seed 0), so the kept features are its first
     ``keep`` images. With an ``extractor_id`` attribute on the extractor the result is cached in
@@ -207,9 +235,11 @@ def reference_statistics(
     asking for more kept features extracts only the missing images.
     """
     keep = min(keep, len(data))
+    ctx = ctx or DistContext()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))  # (N,)
     ext_id = getattr(extractor, "extractor_id", None)
     path = reference_cache_path(data, split, ext_id, cache_dir) if ext_id else None
+    ok = False
     if path is not None and path.exists():
         try:
             with np.load(path) as z:
@@ -218,31 +248,35 @@ def reference_statistics(
                 kept = torch.from_numpy(z["kept"])
         except (OSError, KeyError, ValueError):
             ok = False  # corrupt or foreign file: recompute and overwrite
-        if ok:
-            if kept.shape[0] >= keep:
-                return stats, kept[:keep]
-            _, extra = extract(
-                _gray_batches(data, order[kept.shape[0] : keep], batch_size),
-                extractor,
-                device=device,
-                total=-(-(keep - kept.shape[0]) // batch_size),
-                desc=f"FID reference ({split}, extra)",
-                progress=progress,
-                keep=keep,
-            )
-            kept = torch.cat([kept, extra])
-            _atomic_savez(path, **_cache_arrays(stats, kept))
-            return stats, kept
+    if ctx.enabled:  # all ranks take the same branch, or the collectives below would hang
+        ok = not ctx.any(not (ok and kept.shape[0] >= keep))
+    if ok and kept.shape[0] >= keep:
+        return stats, kept[:keep]
+    if ok:  # one process: extract only the missing kept features
+        _, extra = extract(
+            _gray_batches(data, order[kept.shape[0] : keep], batch_size),
+            extractor,
+            device=device,
+            total=-(-(keep - kept.shape[0]) // batch_size),
+            desc=f"FID reference ({split}, extra)",
+            progress=progress,
+            keep=keep,
+        )
+        kept = torch.cat([kept, extra])
+        _atomic_savez(path, **_cache_arrays(stats, kept))
+        return stats, kept
+    mine = order[ctx.rank :: ctx.world_size]
     stats, kept = extract(
-        _gray_batches(data, order, batch_size),
+        _gray_batches(data, mine, batch_size),
         extractor,
         device=device,
-        total=-(-len(data) // batch_size),
+        total=-(-len(mine) // batch_size),
         desc=f"FID reference ({split})",
-        progress=progress,
-        keep=keep,
+        progress=progress and ctx.is_main,
+        keep=ctx.shard_size(keep),
+        ctx=ctx,
     )
-    if path is not None:
+    if path is not None and ctx.is_main:
         _atomic_savez(path, **_cache_arrays(stats, kept))
     return stats, kept
 
@@ -283,6 +317,7 @@ def evaluate_fid(
     precision_recall: bool = True,
     k: int = 3,
     reference_size: int | None = None,
+    ctx: DistContext | None = None,
 ) -> dict[str, float | int | str]:
     """FID of ``n_samples`` samples (and of test reconstructions) against the reference split.
 
@@ -297,10 +332,17 @@ def evaluate_fid(
     samples. Precision/recall (k-NN manifolds with ``k`` neighbours) use all sample features
     and min(n_samples, reference size) reference features. Returns ``fid_sample``, ``fid_recon``, ``precision``, ``recall``
     (when enabled), ``fid_samples``, ``fid_reference``, ``fid_reference_size``,
-    ``fid_recon_images`` and ``fid_extractor``.
+    ``fid_recon_images`` and ``fid_extractor``. With a distributed ``ctx`` the work is shared
+    among the ranks (see the module docstring) and every rank returns the same numbers.
     """
     if n_samples <= 0 or batch_size <= 0 or k <= 0:
         raise ConfigError("n_samples, batch_size and k must be positive")
+    ctx = ctx or DistContext()
+    if n_samples < ctx.world_size:
+        raise ConfigError(
+            f"--fid-samples {n_samples} is fewer than the {ctx.world_size} processes; "
+            "ask for more samples"
+        )
     if reference not in ("train", "test"):
         raise ConfigError(f"FID reference must be 'train' or 'test', got {reference!r}")
     ref_set: ImageSet = getattr(splits, reference)
@@ -328,15 +370,18 @@ def evaluate_fid(
         device=device,
         progress=progress,
         cache_dir=cache_dir,
+        ctx=ctx,
     )
+    progress = progress and ctx.is_main
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         gen_device = _model_device(model)
-        g = torch.Generator(device=gen_device).manual_seed(seed)
+        g = torch.Generator(device=gen_device).manual_seed(ctx.rank_seed(seed))
         options = {} if sampler is None else {"sampler": sampler}
-        sizes = [min(batch_size, n_samples - s) for s in range(0, n_samples, batch_size)]
+        mine = ctx.shard_size(n_samples)
+        sizes = [min(batch_size, mine - s) for s in range(0, mine, batch_size)]
         samples = (model.sample(b, generator=g, **options) for b in sizes)
         sample_stats, sample_kept = extract(
             samples,
@@ -345,22 +390,25 @@ def evaluate_fid(
             total=len(sizes),
             desc="FID samples",
             progress=progress,
-            keep=n_samples if precision_recall else 0,
+            keep=mine if precision_recall else 0,
+            ctx=ctx,
         )
         results: dict[str, Any] = {"fid_sample": fid_from_stats(sample_stats, ref_stats)}
         if recon:
             test = splits.test.subset(min(n_samples, len(splits.test)))
+            shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
             recons = (
                 model.reconstruct(b.to(gen_device))
-                for b in test.batches(batch_size, seed=seed, epoch=20_000)
+                for b in test.batches(batch_size, seed=seed, epoch=20_000, **shard)
             )
             recon_stats, _ = extract(
                 recons,
                 extractor,
                 device=device,
-                total=test.num_batches(batch_size),
+                total=test.num_batches(batch_size, **shard),
                 desc="FID reconstructions",
                 progress=progress,
+                ctx=ctx,
             )
             results["fid_recon"] = fid_from_stats(recon_stats, ref_stats)
             results["fid_recon_images"] = len(test)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from latentgap.data.base import Batch, ImageSet
+from latentgap.distributed import DistContext
 
 
 @dataclass
@@ -68,19 +69,20 @@ def evaluate_nll(
     max_rows: int = 4096,
     progress: bool = False,
     before_repeat: Callable[[int], dict[str, float]] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    all_reduce: Callable[[Tensor], Tensor] | None = None,
+    ctx: DistContext | None = None,
 ) -> NLLResult:
     """Test NLL of ``model`` on ``data`` with ``k`` importance samples, repeated ``repeats`` times.
 
     Each repeat draws fresh binarisations (for dynamically binarised data) and fresh samples;
     ``before_repeat(r)`` runs first (VAEPP re-estimates log Ẑ there) and may return diagnostics,
-    averaged into ``extra``. With ``world_size > 1`` each rank scores its shard and
-    ``all_reduce`` (a sum over ranks) combines the sums exactly.
+    averaged into ``extra``. With a distributed ``ctx`` each rank scores its shard of the images
+    (every image once, with its own random draws) and the sums over ranks are combined exactly;
+    every rank returns the same result.
     """
     if k <= 0 or repeats <= 0:
         raise ValueError("k and repeats must be positive")
+    ctx = ctx or DistContext()
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
     device = next(model.parameters()).device
     if batch_size is None:
         batch_size = max(1, min(len(data), max_rows // k if k < max_rows else 1))
@@ -95,17 +97,15 @@ def evaluate_nll(
             if before_repeat is not None:
                 for key, value in before_repeat(r).items():
                     extras.setdefault(key, []).append(value)
-            torch.manual_seed(seed * 1009 + r)
+            torch.manual_seed(ctx.rank_seed(seed * 1009 + r))
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # Σ log p, Σ elbo, n
-            batches = data.batches(
-                batch_size, seed=seed, epoch=10_000 + r, rank=rank, world_size=world_size
-            )
-            if progress:
+            batches = data.batches(batch_size, seed=seed, epoch=10_000 + r, **shard)
+            if progress and ctx.is_main:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(
                     batches,
-                    total=data.num_batches(batch_size, world_size=world_size),
+                    total=data.num_batches(batch_size, **shard),
                     desc=f"NLL K={k} repeat {r + 1}/{repeats}",
                     leave=False,
                 )
@@ -119,8 +119,7 @@ def evaluate_nll(
                         torch.tensor(len(batch), device=device, dtype=torch.float64),
                     ]
                 )
-            if all_reduce is not None:
-                sums = all_reduce(sums)
+            sums = ctx.all_reduce_sum(sums)
             n_total = int(sums[2].item())
             per_repeat.append(-(sums[0] / sums[2]).item())
             elbos.append((sums[1] / sums[2]).item())

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from latentgap.data.base import Batch, DataSpec, ImageSet
+from latentgap.distributed import DistContext
 from latentgap.errors import ConfigError
 from latentgap.flows import Flow, FlowPosterior
 from latentgap.models.base import MODELS, GroupOptions, ModelOutput, Phase, Step
@@ -341,10 +342,13 @@ class VAEPP(LatentVAEBase):
         batch_size: int = 500,
         seed: int = 0,
         progress: bool = False,
+        ctx: DistContext | None = None,
     ) -> LogZEstimate:
-        """log Ẑ by Eq. (8) with q(z|e) truncated at ±2σ, swept over the training set."""
+        """log Ẑ by Eq. (8) with q(z|e) truncated at ±2σ, swept over the training set (sharded
+        over the ranks of ``ctx`` when given)."""
         c = self.config
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        ctx = ctx or DistContext()
+        gen = torch.Generator(device=self.device).manual_seed(ctx.rank_seed(seed))
         with torch.no_grad():
             return log_z_posterior_proposal(
                 log_f_fn=lambda z: self.pullback.log_unnormalized(
@@ -359,12 +363,20 @@ class VAEPP(LatentVAEBase):
                 truncated=truncated,
                 generator=gen,
                 device=self.device,
-                progress=progress,
+                progress=progress and ctx.is_main,
+                ctx=ctx,
             )
 
-    def estimate_log_z_normal(self, n_samples: int, batch_size: int = 1000, seed: int = 0):
+    def estimate_log_z_normal(
+        self,
+        n_samples: int,
+        batch_size: int = 1000,
+        seed: int = 0,
+        ctx: DistContext | None = None,
+    ) -> LogZEstimate:
         """The p_N-proposal estimate of log Z (a diagnostic at evaluation)."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        ctx = ctx or DistContext()
+        gen = torch.Generator(device=self.device).manual_seed(ctx.rank_seed(seed))
         with torch.no_grad():
             return log_z_normal_proposal(
                 lambda eps: -self.beta * self.critic_values(self.generate(eps)),
@@ -373,10 +385,16 @@ class VAEPP(LatentVAEBase):
                 batch_size,
                 generator=gen,
                 device=self.device,
+                ctx=ctx,
             )
 
     def prepare_evaluation(
-        self, train: ImageSet, repeat: int = 0, normal_samples: int = 100_000, **options
+        self,
+        train: ImageSet,
+        repeat: int = 0,
+        normal_samples: int = 100_000,
+        ctx: DistContext | None = None,
+        **options,
     ) -> dict[str, float]:
         """Re-estimate log Ẑ before each NLL repeat (the paper's protocol) and keep it fixed.
 
@@ -387,12 +405,12 @@ class VAEPP(LatentVAEBase):
         NLL comes out optimistic. ``log_z_gap`` = max(0, log Ẑ_N − log Ẑ_q) is the amount the
         reported NLL must at least be raised by (``nll_nats_conservative`` in ``evaluate``).
         """
-        est = self.estimate_log_z(train, seed=1000 + repeat, **options)
+        est = self.estimate_log_z(train, seed=1000 + repeat, ctx=ctx, **options)
         self.log_z.fill_(est.log_z)
         self.log_z_std_err.fill_(est.std_err)
         out = {"log_z": est.log_z, "log_z_std_err": est.std_err, "beta": float(self.beta.detach())}
         if normal_samples:
-            normal = self.estimate_log_z_normal(normal_samples, seed=2000 + repeat)
+            normal = self.estimate_log_z_normal(normal_samples, seed=2000 + repeat, ctx=ctx)
             out.update(
                 {
                     "log_z_normal": normal.log_z,

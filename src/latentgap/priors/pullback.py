@@ -14,6 +14,11 @@ submodule with it and its state dict is one scalar); every method takes the crit
 ``d_of_g`` = D(G(z)), shape (...), for latents z of shape (..., D), or a callable z ↦ D(G(z)).
 The partition function Z is estimated by :mod:`latentgap.priors.partition`.
 
+Precision: under bf16 autocast the critic (and the decoder in G) run in bf16, but every method
+here upcasts bf16/fp16 latents and critic values to float32 before combining them
+(:func:`latentgap.posteriors.upcast`), so log f_λ, the energy and the log-weights are float32
+(float64 inputs stay float64). ξ is a float32 parameter and is never cast down.
+
 Learning β (Eq. 6 of the VAEPP paper). With the ELBO term E_q[log f_λ(z)] − log Z,
 
     ∂L/∂β = −E_{q(z)}[D(G(z))] + E_{p_λ(z)}[D(G(z))],                      (6)
@@ -33,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from latentgap.errors import ConfigError
+from latentgap.posteriors import upcast
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -65,7 +71,7 @@ class PullbackPrior(nn.Module):
         return self.beta_bound * torch.sigmoid(self.xi)
 
     def _values(self, z: Tensor, d_of_g: CriticValues) -> Tensor:
-        """D(G(z)) as a tensor of shape z.shape[:-1], checked."""
+        """D(G(z)) as a tensor of shape z.shape[:-1], checked, bf16/fp16 upcast to float32."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"expected latents with last dim {self.dim}, got {tuple(z.shape)}")
         d = d_of_g(z) if callable(d_of_g) else d_of_g
@@ -74,18 +80,20 @@ class PullbackPrior(nn.Module):
                 f"critic values D(G(z)) must have shape {tuple(z.shape[:-1])} (z without its "
                 f"last dim), got {tuple(d.shape)}"
             )
-        return d
+        return upcast(d)
 
     def log_weight(self, d_of_g: Tensor) -> Tensor:
         """log f_λ(z) − log N(z; 0, I) = −β·D(G(z)): (...) → (...).
 
         The importance log-weight of the p_N proposal, Z = E_{ε~N(0, I)} exp(−β·D(G(ε))).
         """
-        return -self.beta.to(d_of_g.dtype) * d_of_g
+        d = upcast(d_of_g)
+        return -self.beta.to(d.dtype) * d
 
     def energy(self, z: Tensor, d_of_g: CriticValues) -> Tensor:
         """E(z) = ½‖z‖² + β·D(G(z)) = −log f_λ(z) − (D/2)·log 2π: z (..., D) → (...)."""
-        d = self._values(z, d_of_g)
+        d = self._values(z, d_of_g)  # float32 (or float64)
+        z = upcast(z)
         return 0.5 * z.square().sum(-1) + self.beta.to(d.dtype) * d
 
     def log_unnormalized(self, z: Tensor, d_of_g: CriticValues) -> Tensor:
@@ -103,6 +111,8 @@ class PullbackPrior(nn.Module):
         training estimate (a 0-dim tensor) to learn β through Eq. (6), or a fixed float at
         evaluation. With an upper bound Ẑ ≥ Z the result is a lower bound of log p_λ(z).
         """
+        if isinstance(log_z, Tensor):
+            log_z = upcast(log_z)
         return self.log_unnormalized(z, d_of_g) - log_z
 
     def energy_fn(self, d_of_g_fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -126,7 +136,7 @@ class PullbackPrior(nn.Module):
         ``d_of_g_q`` are critic values on posterior samples (reconstructions), ``d_of_g_p`` on
         prior samples (e.g. from MALA); a positive value means the ELBO would grow with β.
         """
-        return d_of_g_p.mean() - d_of_g_q.mean()
+        return upcast(d_of_g_p).mean() - upcast(d_of_g_q).mean()
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, beta_bound={self.beta_bound:g}"

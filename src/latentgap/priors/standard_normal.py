@@ -1,5 +1,8 @@
 """The standard normal prior p(z) = N(0, I), the VAE default and the base density p_N of
-VAEPP's pull-back prior p_λ(z) ∝ p_N(z)·exp(−β·D(G(z))) (Eq. 4 of the VAEPP paper)."""
+VAEPP's pull-back prior p_λ(z) ∝ p_N(z)·exp(−β·D(G(z))) (Eq. 4 of the VAEPP paper).
+
+``log_prob`` upcasts bf16/fp16 latents to float32 (:func:`latentgap.posteriors.upcast`), so it is
+float32 under bf16 autocast; float64 stays float64."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from latentgap.posteriors import upcast
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -24,7 +29,7 @@ class StandardNormal(nn.Module):
         """log N(z; 0, I) = −½‖z‖² − (D/2)·log 2π: z (..., D) → (...)."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"expected latents with last dim {self.dim}, got {tuple(z.shape)}")
-        return -0.5 * (z.square().sum(-1) + self.dim * _LOG_2PI)
+        return -0.5 * (upcast(z).square().sum(-1) + self.dim * _LOG_2PI)
 
     def sample(
         self,

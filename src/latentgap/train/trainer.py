@@ -329,9 +329,7 @@ class Trainer:
         with self._autocast():
             out = self.wrapped(loss_name, batch)
         loss = out.loss.float()
-        if self.check_every_step and self.ctx.any(
-            not torch.isfinite(loss).item(), device=self.device
-        ):
+        if self.check_every_step and self.ctx.any(not torch.isfinite(loss).item()):
             self._diverged(loss_name, float(loss.detach()))
         self.model.zero_grad(set_to_none=True)
         loss.backward()
