@@ -52,7 +52,9 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
     return best
 
 
-def bench_latentgap(splits, train_images: int, nll_images: int, k: int) -> dict:
+def bench_latentgap(
+    splits, train_images: int, nll_images: int, k: int, compile_mode: str | None = None
+) -> dict:
     from latentgap.config import ExperimentConfig
     from latentgap.metrics.nll import evaluate_nll
     from latentgap.models import build_model
@@ -75,6 +77,7 @@ def bench_latentgap(splits, train_images: int, nll_images: int, k: int) -> dict:
                 "eval_batches": 0,
                 "sample_every": 0,
                 "log_every": 100,
+                "compile": compile_mode,
             },
         }
     )
@@ -90,6 +93,11 @@ def bench_latentgap(splits, train_images: int, nll_images: int, k: int) -> dict:
             torch.device("cpu"),
         )
         trainer.model.prepare_training(train)
+        trainer.train_set = train.subset(1000)  # warm-up (compilation with --compile)
+        t0 = time.perf_counter()
+        trainer._run_epoch(trainer.phases[0])
+        warmup_s = time.perf_counter() - t0
+        trainer.train_set = train
         record = trainer._run_epoch(trainer.phases[0])  # timed inside: the epoch alone
     test = splits.test.subset(nll_images)
     t0 = time.perf_counter()
@@ -97,6 +105,7 @@ def bench_latentgap(splits, train_images: int, nll_images: int, k: int) -> dict:
     nll_s = time.perf_counter() - t0
     return {
         "train_images_per_s": record["images_per_s"],
+        "warmup_epoch_1000_images_s": warmup_s,
         "nll_images_per_s": nll_images / nll_s,
         "nll_nats_untrained_1_epoch": res.nll_nats,
     }
@@ -178,6 +187,9 @@ def main() -> None:
     p.add_argument("--pythae-nll-images", type=int, default=100)
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--pythae", action="store_true", help="also run Pythae 0.1.2 on the same job")
+    p.add_argument(
+        "--compile", action="store_true", help="also train with --compile (torch.compile)"
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -213,6 +225,9 @@ def main() -> None:
         "matmul_peak_gflops": peak,
         "latentgap": fractions(bench_latentgap(splits, args.train_images, args.nll_images, args.k)),
     }
+    if args.compile:
+        compiled = bench_latentgap(splits, args.train_images, args.nll_images, args.k, "default")
+        result["latentgap_compiled"] = fractions(compiled)
     if args.pythae:
         py = fractions(bench_pythae(splits, args.train_images, args.pythae_nll_images, args.k))
         result["pythae"] = py
@@ -220,6 +235,10 @@ def main() -> None:
             "train": result["latentgap"]["train_images_per_s"] / py["train_images_per_s"],
             "nll": result["latentgap"]["nll_images_per_s"] / py["nll_images_per_s"],
         }
+        if args.compile:
+            result["ratio_vs_pythae"]["train_compiled"] = (
+                result["latentgap_compiled"]["train_images_per_s"] / py["train_images_per_s"]
+            )
     out = args.out or REPO / "bench" / "results" / f"throughput-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -84,6 +84,8 @@ def evaluate_nll(
     ctx = ctx or DistContext()
     shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
     device = next(model.parameters()).device
+    if device.type == "cuda":
+        data = data.to(device)  # batches (and binarisations) made on the GPU: no copies
     if batch_size is None:
         batch_size = max(1, min(len(data), max_rows // k if k < max_rows else 1))
     was_training = model.training

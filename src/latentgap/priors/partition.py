@@ -282,6 +282,8 @@ def log_z_posterior_proposal(
     acc = _Accumulator()
     ctx = ctx or DistContext()
     shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
+    if device is not None and torch.device(device).type == "cuda":
+        data = data.to(device)  # batches made on the GPU: no host-to-device copy per batch
     per_pass = data.num_batches(batch_size, **shard)
 
     def batches() -> Iterator[Batch]:
