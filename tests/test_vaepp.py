@@ -173,6 +173,8 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     ):
         assert key in result and math.isfinite(result[key]), key
     assert result["diag_kl_normal_prior"] >= -1e-3  # a KL divergence (up to Ẑ's error)
+    # the KLs use the larger of the two log Ẑ (Eq. (8) may under-estimate Z)
+    assert result["diag_log_z"] == max(result["diag_log_z_eq8"], result["diag_log_z_normal"])
     png = tmp_path / "s.png"
     assert main(["sample", str(out), "--sampler", "gan+mala", "--num", "4", "--out", str(png)]) == 0
     assert png.exists()
