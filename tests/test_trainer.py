@@ -177,3 +177,27 @@ def test_export_safetensors_round_trip(tmp_path):
     ckpt.load_safetensors(fresh, weights)
     assert states_equal(fresh.state_dict(), result.model.state_dict())
     assert json.loads((out / "export" / "config.json").read_text())["model"] == "vae"
+
+
+def test_resume_with_more_epochs_extends_the_last_phase(tmp_path):
+    """VAEPP's default plan gives half the epochs to the latent GAN; extending a finished run
+    must continue that phase, not move the boundary under the epochs already trained."""
+    values = {
+        "model": "vaepp",
+        "model_options": {
+            "arch": "mlp",
+            "latent_dim": 4,
+            "arch_options": {"hidden": [16]},
+            "critic_options": {"hidden": [16]},
+            "gan_hidden": 8,
+            "logz_normal_samples": 16,
+        },
+        "data": {"name": "toy-images", "limit_train": 64, "limit_test": 32},
+        "train": {"epochs": 2, "batch_size": 32, "progress": False, "eval_batches": 1},
+    }
+    out = tmp_path / "run"
+    train(ExperimentConfig.from_dict(values), out)
+    values["train"]["epochs"] = 4
+    train(ExperimentConfig.from_dict(values), out, resume=True)
+    phases = [r["phase"] for r in read_metrics(out / "metrics.jsonl") if r.get("split") == "epoch"]
+    assert phases == ["vae", "latent-gan", "latent-gan", "latent-gan"]

@@ -21,6 +21,7 @@ an ex-post density) run with a rank-independent seed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -133,6 +134,7 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "world_size": self.ctx.world_size,
+            "phases": [[phase.name, phase.epochs] for phase in self.phases],
             "spec": {
                 "name": self.splits.spec.name,
                 "shape": list(self.splits.spec.shape),
@@ -161,6 +163,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
+        self._keep_phase_plan(state.get("phases"))
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.ctx.world_size:
             b = self.tc.batch_size
@@ -174,6 +177,17 @@ class Trainer:
             )
             if self.ctx.is_main:
                 print(f"latentgap: note: {msg}", file=sys.stderr)
+
+    def _keep_phase_plan(self, saved: list | None) -> None:
+        """Resuming with more epochs extends the last phase; it does not re-plan the phases
+        (a plan derived from the epoch count, e.g. VAEPP's default latent-GAN half, would
+        otherwise move the boundaries under the epochs already trained)."""
+        if not saved or [name for name, _ in saved] != [p.name for p in self.phases]:
+            return
+        lengths = [None if i == len(saved) - 1 else n for i, (_, n) in enumerate(saved)]
+        self.phases = [
+            dataclasses.replace(p, epochs=n) for p, n in zip(self.phases, lengths, strict=True)
+        ]
 
     def save(self) -> Path:
         path = self.out_dir / CHECKPOINT
