@@ -121,6 +121,12 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
             )
+        if self.channels_last and not self.device.startswith("cuda"):
+            raise ConfigError(
+                "--channels-last is for CUDA devices: it does not speed up CPU training, and "
+                "oneDNN's CPU kernels compute wrong weight gradients for narrow strided 1x1 "
+                "convolutions in that layout; drop --channels-last or use --device cuda"
+            )
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ConfigError(
                 f"unknown compile mode {self.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"

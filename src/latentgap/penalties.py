@@ -175,7 +175,9 @@ def build_penalty(name: str, **constants: Any) -> Penalty:
             f"penalty {name!r} has no constant {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
     checked = {key: _check_constant(name, key, value) for key, value in constants.items()}
-    return functools.partial(fn, **checked)
+    # torch.compile (AOTAutograd) cannot differentiate through a gradient taken inside the
+    # graph (double backward): the penalty always runs eagerly, the rest of the step compiled.
+    return torch.compiler.disable(functools.partial(fn, **checked))
 
 
 __all__ = [

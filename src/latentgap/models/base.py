@@ -75,6 +75,8 @@ class GenerativeModel(nn.Module):
 
     config_class: ClassVar[type]
     has_likelihood: ClassVar[bool] = False
+    # why torch.compile cannot run this model's training step (None: it can)
+    compile_unsupported: ClassVar[str | None] = None
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()

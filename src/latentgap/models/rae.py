@@ -305,6 +305,10 @@ class RAEGP(RAE):
 
     config_class = RAEGPConfig
     regularizer = "gp"
+    compile_unsupported = (
+        "its decoder gradient penalty differentiates a gradient through the decoder (double "
+        "backward), which torch.compile cannot do"
+    )
 
     def forward(self, step: str, batch: Batch) -> ModelOutput:
         # The penalty differentiates through the decoder, also when the trainer evaluates the

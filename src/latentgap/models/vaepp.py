@@ -268,7 +268,7 @@ class VAEPP(LatentVAEBase):
             d_eps = self.critic_values(fake)  # (S,)
         rec = self.likelihood.log_prob(params, self.reconstruction_target(batch))  # (B,)
         log_f = self.pullback.log_unnormalized(z, d_z)  # (B,)
-        log_w_normal = -self.beta * d_eps  # (S,)
+        log_w_normal = self.pullback.log_weight(d_eps)  # (S,) −β·D(G(ε)), float32
         log_w_q = log_f - log_q + torch.log(self.n_train)  # (B,)
         log_z = log_z_training_mixture(log_w_normal, log_w_q, floor=c.logz_floor)
         kl = (log_q - log_f).mean() + log_z  # KL(q ‖ p_λ) with Ẑ
@@ -397,7 +397,7 @@ class VAEPP(LatentVAEBase):
         gen = torch.Generator(device=self.device).manual_seed(ctx.rank_seed(seed))
         with torch.no_grad():
             return log_z_normal_proposal(
-                lambda eps: -self.beta * self.critic_values(self.generate(eps)),
+                lambda eps: self.pullback.log_weight(self.critic_values(self.generate(eps))),
                 self.config.latent_dim,
                 n_samples,
                 batch_size,

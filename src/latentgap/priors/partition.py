@@ -323,7 +323,8 @@ def log_z_training_mixture(
         raise ValueError("both log-weight tensors need at least one sample")
     a = torch.logsumexp(log_w_normal.reshape(-1), 0) - math.log(log_w_normal.numel())
     b = torch.logsumexp(log_w_posterior.reshape(-1), 0) - math.log(log_w_posterior.numel())
-    log_z = torch.logsumexp(torch.stack([a, b.to(a.dtype)]), 0) - math.log(2.0)  # ()
+    dtype = torch.promote_types(a.dtype, b.dtype)  # never round a log-weight down
+    log_z = torch.logsumexp(torch.stack([a.to(dtype), b.to(dtype)]), 0) - math.log(2.0)  # ()
     if floor is not None:
         log_z = log_z.clamp(min=floor)
     return log_z

@@ -34,7 +34,7 @@ from torch import nn
 from latentgap.config import ExperimentConfig
 from latentgap.data.base import Batch, Splits, epoch_seed
 from latentgap.distributed import DistContext
-from latentgap.errors import CheckpointError, TrainingDiverged
+from latentgap.errors import CheckpointError, ConfigError, TrainingDiverged
 from latentgap.models.base import GenerativeModel, Phase
 from latentgap.train.checkpoint import load_model_state, save_checkpoint
 from latentgap.train.images import save_image_grid
@@ -97,6 +97,11 @@ class Trainer:
                 self.model, device_ids=ids, find_unused_parameters=True
             )
         if self.tc.compile:
+            if model.compile_unsupported:
+                raise ConfigError(
+                    f"--compile does not work with model {config.model!r}: "
+                    f"{model.compile_unsupported}; drop --compile"
+                )
             self.wrapped = torch.compile(self.wrapped, mode=self.tc.compile)
         self.phases = model.phases(self.tc.epochs)
         self.optimizers = self._build_optimizers()
@@ -353,7 +358,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip)
         opt.step()
         terms = {"loss" if loss_name == "loss" else f"{loss_name}_loss": loss.detach()}
-        terms.update({k: v.detach() for k, v in out.terms.items()})
+        terms.update({k: v.detach().float() for k, v in out.terms.items()})  # bf16 → fp32 sums
         return terms
 
     def _reduce(self, values: dict[str, Any]) -> dict[str, float]:
