@@ -91,10 +91,15 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
-            # Steps train different parameter groups (VAE, critic, latent GAN, sampler), so
-            # each backward leaves some parameters unused.
+            # Steps that train different parameter groups (VAE, critic, latent GAN, sampler)
+            # leave some parameters unused in each backward; DDP must then search the graph
+            # every step, which one-group models are spared.
+            groups = [g for g in model.parameter_groups().values() if g]
             self.wrapped = DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=True
+                self.model,
+                device_ids=ids,
+                find_unused_parameters=len(groups) > 1,
+                gradient_as_bucket_view=True,
             )
         if self.tc.compile:
             if model.compile_unsupported:
