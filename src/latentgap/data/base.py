@@ -134,7 +134,11 @@ class ImageSet(torch.utils.data.Dataset):
     def make_batch(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
         """The batch at ``index``; a dynamic binarisation draws with ``generator``."""
         e = self.gray(index)
-        x = torch.bernoulli(e, generator=generator) if self.binarize == "dynamic" else e
+        if self.binarize == "dynamic":  # x = 1[u < e], u ~ U(0, 1): Bernoulli(e), ~3× faster
+            u = torch.rand(e.shape, generator=generator, device=e.device, dtype=e.dtype)
+            x = torch.lt(u, e).to(e.dtype)  # than torch.bernoulli on CPU
+        else:
+            x = e
         y = None if self.labels is None else self.labels[index]
         return Batch(x, e, y)
 
