@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -195,6 +196,7 @@ def main() -> None:
         "--compile", action="store_true", help="also train with --compile (torch.compile)"
     )
     p.add_argument("--bf16", action="store_true", help="also train with --precision bf16")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (medians)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -227,17 +229,35 @@ def main() -> None:
             "nll_images": args.nll_images,
         },
         "matmul_peak_gflops": peak,
-        "latentgap": fractions(bench_latentgap(splits, args.train_images, args.nll_images, args.k)),
+        "repeats": args.repeats,
+    }
+    # interleaved repeats: every configuration sees the same drifts of a shared machine; the
+    # medians (and ratios of medians) are reported, all values kept under "runs"
+    configs = {
+        "latentgap": lambda: bench_latentgap(splits, args.train_images, args.nll_images, args.k)
     }
     if args.compile:
-        compiled = bench_latentgap(splits, args.train_images, 0, args.k, "default")
-        result["latentgap_compiled"] = fractions(compiled)
+        configs["latentgap_compiled"] = lambda: bench_latentgap(
+            splits, args.train_images, 0, args.k, "default"
+        )
     if args.bf16:
-        bf16 = bench_latentgap(splits, args.train_images, 0, args.k, precision="bf16")
-        result["latentgap_bf16"] = fractions(bf16)
+        configs["latentgap_bf16"] = lambda: bench_latentgap(
+            splits, args.train_images, 0, args.k, precision="bf16"
+        )
     if args.pythae:
-        py = fractions(bench_pythae(splits, args.train_images, args.pythae_nll_images, args.k))
-        result["pythae"] = py
+        configs["pythae"] = lambda: bench_pythae(
+            splits, args.train_images, args.pythae_nll_images, args.k
+        )
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    for _ in range(args.repeats):
+        for name, fn in configs.items():
+            runs[name].append(fn())
+    for name, values in runs.items():
+        keys = [k for k in values[0] if k.endswith("_per_s")]
+        medians = {k: statistics.median(v[k] for v in values) for k in keys}
+        result[name] = {**fractions(medians), "runs": values}
+    if args.pythae:
+        py = result["pythae"]
         result["ratio_vs_pythae"] = {
             "train": result["latentgap"]["train_images_per_s"] / py["train_images_per_s"],
             "nll": result["latentgap"]["nll_images_per_s"] / py["nll_images_per_s"],
