@@ -155,7 +155,11 @@ def launch(procs: int, threads: int, args: argparse.Namespace, result: Path) -> 
         __file__,
         *forwarded,
     ]
-    subprocess.run(cmd, env=env, check=True, capture_output=not args.verbose)
+    proc = subprocess.run(cmd, env=env, capture_output=not args.verbose, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"{procs} × {threads} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+        )
     return json.loads(result.read_text())
 
 
@@ -169,9 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--procs", type=int, nargs="+", default=[2])
     p.add_argument("--train-images", type=int, default=6000)
     p.add_argument("--vaepp-images", type=int, default=1024)
-    p.add_argument("--nll-images", type=int, default=100)
-    p.add_argument("--logz-images", type=int, default=2000)
-    p.add_argument("--logz-samples", type=int, default=4)
+    p.add_argument("--nll-images", type=int, default=300)
+    p.add_argument("--logz-images", type=int, default=20000)
+    p.add_argument("--logz-samples", type=int, default=8)
     p.add_argument(
         "--jobs", nargs="+", default=["train-vae", "train-vaepp", "nll", "log-z"], metavar="JOB"
     )
