@@ -63,9 +63,17 @@ MODELS = {
         "ldc-vae", {"feature_dim": 32, "n_particles": 4, "sampler_particles": 16}, binarize=False
     ),
     "two-stage-vae": config("two-stage-vae"),
+    "wae-mmd": config("wae-mmd", binarize=False),
+    "cv-vae": config("cv-vae", binarize=False),
+    "rae-sn": config("rae-sn", binarize=False),
+    # its penalty differentiates a gradient through the decoder inside the forward pass
+    "rae-gp": config("rae-gp", binarize=False),
     # deterministic given the batch: comparable with one process and the same global batch
     "rae-l2": config("rae-l2", binarize=False),
 }
+
+
+RENDEZVOUS_FAILURES = ("RendezvousConnectionError", "Address already in use", "EADDRINUSE")
 
 
 def torchrun(nproc: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -79,6 +87,9 @@ def torchrun(nproc: int, *args: str, timeout: int = 600) -> subprocess.Completed
         *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 and any(m in proc.stderr for m in RENDEZVOUS_FAILURES):
+        # the standalone rendezvous picked a port another process took meanwhile: once more
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
