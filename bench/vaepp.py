@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import FlopCount  # noqa: E402
 from throughput import REPO, machine_info, matmul_peak_gflops  # noqa: E402
 
 
@@ -62,6 +63,17 @@ def main() -> None:
     est = model.estimate_log_z(train, samples_per_image=args.logz_samples_per_image, passes=1)
     logz_s = time.perf_counter() - t0
 
+    # FLOPs (matmuls, convolutions) of one MALA chain-step and of one log Ẑ sample, counted on
+    # small runs of the same code
+    with FlopCount() as mala_count:
+        model.sample_latents(16, generator=g, sampler="mala", mala_steps=4)
+    with FlopCount() as init_count:
+        model.sample_latents(16, generator=g, sampler="mala", mala_steps=1)
+    mala_flops = (mala_count.total - init_count.total) / (16 * 3)
+    with FlopCount() as logz_count:
+        small = model.estimate_log_z(train.subset(50), samples_per_image=2, passes=1)
+    logz_flops = logz_count.total / small.n_samples
+
     result = {
         "benchmark": "vaepp-mnist-expensive-parts",
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
@@ -76,6 +88,8 @@ def main() -> None:
             "seconds": mala_s,
             "chain_steps_per_s": chain_steps,
             "acceptance_rate_untrained": model.last_acceptance_rate,
+            "mflop_per_chain_step": mala_flops / 1e6,
+            "fraction_of_peak": chain_steps * mala_flops / (peak * 1e9),
         },
         "log_z": {
             "samples": est.n_samples,
@@ -83,6 +97,8 @@ def main() -> None:
             "samples_per_s": est.n_samples / logz_s,
             "log_z_untrained": est.log_z,
             "std_err": est.std_err,
+            "mflop_per_sample": logz_flops / 1e6,
+            "fraction_of_peak": est.n_samples / logz_s * logz_flops / (peak * 1e9),
         },
     }
     out = args.out or REPO / "bench" / "results" / f"vaepp-{socket.gethostname()}.json"

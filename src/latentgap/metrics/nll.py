@@ -66,13 +66,14 @@ def evaluate_nll(
     repeats: int = 1,
     batch_size: int | None = None,
     seed: int = 0,
-    max_rows: int = 4096,
+    max_rows: int | None = None,
     progress: bool = False,
     before_repeat: Callable[[int], dict[str, float]] | None = None,
     ctx: DistContext | None = None,
 ) -> NLLResult:
     """Test NLL of ``model`` on ``data`` with ``k`` importance samples, repeated ``repeats`` times.
 
+    ``max_rows`` bounds the codes scored per model call (default: ``model.eval_rows``).
     Each repeat draws fresh binarisations (for dynamically binarised data) and fresh samples;
     ``before_repeat(r)`` runs first (VAEPP re-estimates log Ẑ there) and may return diagnostics,
     averaged into ``extra``. With a distributed ``ctx`` each rank scores its shard of the images
@@ -86,6 +87,8 @@ def evaluate_nll(
     device = next(model.parameters()).device
     if device.type == "cuda":
         data = data.to(device)  # batches (and binarisations) made on the GPU: no copies
+    if max_rows is None:  # codes per model call: the model's preference (conv nets: small)
+        max_rows = getattr(model, "eval_rows", 4096)
     if batch_size is None:
         batch_size = max(1, min(len(data), max_rows // k if k < max_rows else 1))
     was_training = model.training

@@ -143,6 +143,16 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def eval_rows(self) -> int:
+        """Latent codes per network call in the importance-sampled sweeps (NLL, log Ẑ). On a CPU
+        conv nets run fastest on ~128-code blocks whose feature maps stay in cache (4096-code
+        blocks measured 3–4× slower for the VAEPP ResNet); MLPs and GPUs want large blocks."""
+        if self.device.type == "cuda":
+            return 4096
+        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.modules())
+        return 128 if has_conv else 4096
+
 
 MODELS: Registry[type[GenerativeModel]] = Registry("model")
 
