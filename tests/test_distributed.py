@@ -219,3 +219,21 @@ def test_cli_train_and_sharded_evaluate_under_torchrun(tmp_path, capsys):
     assert two["fid_recon"] == pytest.approx(one["fid_recon"], rel=1e-6)
     assert two["fid_reference_size"] == one["fid_reference_size"]
     assert 0 < two["fid_sample"] < 10 * one["fid_sample"]
+
+
+def test_reproduce_smoke_under_torchrun(tmp_path, data_root):
+    out = tmp_path / "t1"
+    args = [
+        "-m", "latentgap", "reproduce", "vaepp-table1", "--budget", "smoke", "--column", "mnist",
+        "--only", "vaepp", "--out", str(out), "--data-dir", str(data_root), "--no-progress",
+    ]  # fmt: skip
+    proc = torchrun(2, *args)
+    assert len(json_lines(proc.stdout)) == 1  # rank 0 alone reports
+    results = json.loads((out / "results.json").read_text())
+    cell = results["cells"]["vaepp/mnist"]
+    assert cell["status"] == "done" and cell["value"] > 0, cell
+    run = out / cell["run"]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["world_size"] == 2
+    epochs = [r for r in read_metrics(run / "metrics.jsonl") if r.get("split") == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert json.loads((run / "eval.json").read_text())["n_examples"] == 64  # every test image

@@ -86,19 +86,27 @@ def run(args: argparse.Namespace) -> int:
     TABLES.get(args.table)  # unknown name: one line listing the valid ones
     if args.out is None:
         raise ConfigError("--out DIR is required: the folder for results and runs")
-    results = reproduce(
-        args.table,
-        args.out,
-        budget=args.budget,
-        rows=args.only,
-        columns=args.column,
-        data_dir=args.data_dir,
-        device=args.device,
-        force=args.force,
-        progress=not args.no_progress,
-        inception_path=args.inception,
-        fid_extractor=args.fid_extractor,
-    )
+    from latentgap.distributed import init_distributed, shutdown
+
+    try:
+        results = reproduce(
+            args.table,
+            args.out,
+            budget=args.budget,
+            rows=args.only,
+            columns=args.column,
+            data_dir=args.data_dir,
+            device=args.device,
+            force=args.force,
+            progress=not args.no_progress,
+            inception_path=args.inception,
+            fid_extractor=args.fid_extractor,
+        )
+        is_main = init_distributed(args.device).is_main  # the group reproduce() joined
+    finally:
+        shutdown()
+    if not is_main:
+        return 0
     counts: dict[str, int] = {}
     for cell in results["cells"].values():
         counts[cell["status"]] = counts.get(cell["status"], 0) + 1

@@ -4,6 +4,9 @@ The output folder holds one run directory per trained model (``<out>/<run key>/`
 cells that evaluate it), ``results.json`` (rewritten atomically after every cell and every
 training) and ``results.md``. A second invocation skips finished cells, reuses trained models and
 cached evaluations, and resumes an interrupted training from its checkpoint.
+
+Under ``torchrun --nproc_per_node N -m latentgap reproduce ...`` every training is data parallel
+and every evaluation sharded (as for ``train`` and ``evaluate``); rank 0 alone logs and writes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from latentgap.config import ExperimentConfig, to_plain
+from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.errors import ConfigError, LatentgapError, TrainingDiverged
 from latentgap.presets import PRESETS, deep_merge
 from latentgap.reproduce.markdown import render_markdown
@@ -137,8 +141,18 @@ def select_cells(
 class Results:
     """``results.json`` in memory; :meth:`save` writes it and ``results.md`` atomically."""
 
-    def __init__(self, out: Path, table: Table, budget: Budget, *, force: bool, device: str):
+    def __init__(
+        self,
+        out: Path,
+        table: Table,
+        budget: Budget,
+        *,
+        force: bool,
+        device: str,
+        ctx: DistContext | None = None,
+    ):
         self.out, self.table = out, table
+        self.ctx = ctx or DistContext()
         path = out / RESULTS_JSON
         data: dict[str, Any] = {}
         if path.exists():
@@ -183,6 +197,8 @@ class Results:
         return self.data["cells"]
 
     def save(self) -> None:
+        if not self.ctx.is_main:
+            return
         self.data["updated"] = _now()
         self.data["elapsed_s"] = round(self._elapsed_before + time.perf_counter() - self._t0, 1)
         self.data["wall_s"] = round(
@@ -192,6 +208,10 @@ class Results:
         )
         atomic_write_text(self.out / RESULTS_JSON, json.dumps(self.data, indent=2) + "\n")
         atomic_write_text(self.out / RESULTS_MD, render_markdown(self.data, self.table))
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _now() -> str:
@@ -227,16 +247,20 @@ def reproduce(
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
     b = BUDGETS[budget]
+    ctx = init_distributed(device)
+    if not ctx.is_main:
+        log = _silent
     if b.needs_gpu and not device.startswith("cuda"):
         log(f"warning: the {budget!r} budget is sized for a GPU; running on {device}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(out, table, b, force=force, device=device)
+    results = Results(out, table, b, force=force, device=device, ctx=ctx)
+    barrier()  # every rank has read results.json before rank 0 rewrites it
     cells = select_cells(table, rows, columns)
     fresh: set[str] = set()  # runs already (re)trained from scratch in this invocation
     data_cache: dict[str, str] = {}
     context = _Context(
-        b, out, data_dir, device, progress, inception_path, fid_extractor, fid_cache_dir
+        b, out, data_dir, device, progress, inception_path, fid_extractor, fid_cache_dir, ctx
     )
     for i, cell in enumerate(cells, 1):
         prior = results.cells.get(cell.key, {})
@@ -279,6 +303,7 @@ class _Context:
     inception_path: str | None
     fid_extractor: str | None  # None: the budget's
     fid_cache_dir: str | os.PathLike[str] | None
+    ctx: DistContext
 
     def run_cell(
         self, cell: Cell, config: ExperimentConfig, results: Results, *, retrain: bool, log: Log
@@ -296,7 +321,8 @@ class _Context:
             if eval_key not in evals:
                 evals[eval_key] = self.evaluate(cell, eval_key)
                 evals[eval_key]["wall_s"] = round(time.perf_counter() - t0, 1)
-                _merge_eval_json(self.out / cell.run.key, evals[eval_key], cell.sampler)
+                if self.ctx.is_main:
+                    _merge_eval_json(self.out / cell.run.key, evals[eval_key], cell.sampler)
             wall = round(time.perf_counter() - t0, 1)
         except TrainingDiverged as err:
             run["status"] = "diverged"
@@ -363,15 +389,16 @@ class _Context:
         from latentgap.train.run import load_run
 
         b = self.budget
-        model, config, splits = load_run(self.out / cell.run.key, self.device, self.data_dir)
+        device = str(resolve_device(self.device, self.ctx))
+        model, config, splits = load_run(self.out / cell.run.key, device, self.data_dir)
         if eval_key == "nll":
             from latentgap.metrics.nll import evaluate_nll
 
             if not model.has_likelihood:
                 raise ConfigError(f"model {config.model!r} has no likelihood, so no NLL")
-            logz: dict[str, Any] = {}
+            logz: dict[str, Any] = {"ctx": self.ctx}
             if hasattr(model, "pullback"):  # VAEPP: log Ẑ by Eq. (8) before each repeat
-                logz = {"progress": self.progress}
+                logz["progress"] = self.progress
                 if b.logz_samples is not None:
                     logz["samples_per_image"] = b.logz_samples
             nll = evaluate_nll(
@@ -381,6 +408,7 @@ class _Context:
                 repeats=b.nll_repeats,
                 progress=self.progress,
                 before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r, **logz),
+                ctx=self.ctx,
             )
             return nll.to_dict()
         from latentgap.metrics.fid import evaluate_fid
@@ -396,9 +424,10 @@ class _Context:
             sampler=cell.sampler,
             extractor=self.fid_extractor or b.fid_extractor,
             inception_path=self.inception_path,
-            device=self.device,
+            device=device,
             progress=self.progress,
             cache_dir=self.fid_cache_dir,
+            ctx=self.ctx,
         )
         return dict(result)
 
