@@ -14,19 +14,19 @@ from pathlib import Path
 import torch
 
 from latentgap.config import ExperimentConfig
-from latentgap.distributed import init_distributed, shutdown
+from latentgap.distributed import init_distributed, process_group_scope
 from latentgap.train.run import train
 
 
 def main(jobs_file: str) -> None:
     jobs = json.loads(Path(jobs_file).read_text())
     ctx = init_distributed("cpu")
-    for job in jobs:
-        config = ExperimentConfig.from_dict(job["config"])
-        result = train(config, Path(job["out"]), resume=job.get("resume", False))
-        params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
-        torch.save(params, Path(job["out"]) / f"params-rank{ctx.rank}.pt")
-    shutdown()
+    with process_group_scope():
+        for job in jobs:
+            config = ExperimentConfig.from_dict(job["config"])
+            result = train(config, Path(job["out"]), resume=job.get("resume", False))
+            params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
+            torch.save(params, Path(job["out"]) / f"params-rank{ctx.rank}.pt")
 
 
 if __name__ == "__main__":

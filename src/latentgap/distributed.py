@@ -10,7 +10,9 @@ files.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -121,7 +123,25 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group (the end of a torchrun command)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (the end of a torchrun command). With ``wait`` every rank first
+    waits for the others: a rank tearing gloo down while another still talks to it can abort
+    the job ("terminate called without an active exception")."""
     if _initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group_scope() -> Iterator[None]:
+    """Run a command's body, then leave the process group: after all ranks are done on success,
+    at once on an error (the other ranks may never reach a barrier)."""
+    try:
+        yield
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown(wait=True)

@@ -136,12 +136,10 @@ def add_fid_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgap.distributed import shutdown
+    from latentgap.distributed import process_group_scope
 
-    try:
+    with process_group_scope():
         return _run(args)
-    finally:
-        shutdown()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     TABLES.get(args.table)  # unknown name: one line listing the valid ones
     if args.out is None:
         raise ConfigError("--out DIR is required: the folder for results and runs")
-    from latentgap.distributed import init_distributed, shutdown
+    from latentgap.distributed import init_distributed, process_group_scope
 
-    try:
+    with process_group_scope():
         results = reproduce(
             args.table,
             args.out,
@@ -103,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
             fid_extractor=args.fid_extractor,
         )
         is_main = init_distributed(args.device).is_main  # the group reproduce() joined
-    finally:
-        shutdown()
     if not is_main:
         return 0
     counts: dict[str, int] = {}

@@ -168,17 +168,15 @@ def validate_names(config: ExperimentConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgap.distributed import shutdown
+    from latentgap.distributed import process_group_scope
     from latentgap.train.run import train
 
     config = config_from_args(args)
     validate_names(config)
-    try:
+    with process_group_scope():
         result = train(
             config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir
         )
-    finally:
-        shutdown()
     if not result.is_main:
         return 0
     summary = {
