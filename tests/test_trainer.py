@@ -201,3 +201,41 @@ def test_resume_with_more_epochs_extends_the_last_phase(tmp_path):
     train(ExperimentConfig.from_dict(values), out, resume=True)
     phases = [r["phase"] for r in read_metrics(out / "metrics.jsonl") if r.get("split") == "epoch"]
     assert phases == ["vae", "latent-gan", "latent-gan", "latent-gan"]
+
+
+def test_logged_terms_of_repeated_steps_are_means_over_updates(tmp_path):
+    """A step repeated 3 times per iteration logs the index of its update (0, 1, 2): the logged
+    mean must be 1, the mean over its updates (it was their sum, 3, before)."""
+    from latentgap.data import get_dataset
+    from latentgap.models.base import GenerativeModel, ModelOutput, Phase, Step
+    from latentgap.train.trainer import Trainer
+
+    class Repeated(GenerativeModel):
+        def __init__(self, spec):
+            super().__init__(None, spec)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def parameter_groups(self):
+            return {"model": [self.w]}
+
+        def phases(self, epochs):
+            return [Phase("p", (Step("a", "model", 3), Step("b", "model")))]
+
+        def forward(self, step, batch):
+            if step == "a":
+                self.calls += 1
+                index = torch.tensor(float((self.calls - 1) % 3))
+                return ModelOutput((self.w**2).sum(), {"index": index})
+            return ModelOutput((self.w**2).sum(), {"other": torch.tensor(5.0)})
+
+        def sample(self, n, generator=None, **options):
+            return torch.zeros(n, *self.spec.shape)
+
+    splits = get_dataset("toy-images").limit(64, 16)
+    config = tiny_config(1, batch_size=4, log_every=2, eval_batches=0)  # 16 batches: 4 iterations
+    trainer = Trainer(Repeated(splits.spec), config, splits, tmp_path, torch.device("cpu"))
+    record = trainer.fit()
+    assert record["index"] == pytest.approx(1.0) and record["other"] == pytest.approx(5.0)
+    windows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("split") == "train"]
+    assert windows and all(r["index"] == pytest.approx(1.0) for r in windows)

@@ -62,6 +62,34 @@ def _adam(params: list, lr: float, betas: tuple[float, float], weight_decay: flo
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
 
 
+class _TermMeans:
+    """Running means of the logged terms, per step: one stacked tensor per step, so an update
+    costs two tensor ops however many terms it logs, and a step repeated k times per iteration
+    (critic steps) is averaged over its k updates, not summed."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list] = {}  # step -> [keys, sums (T,), updates]
+
+    def add(self, step: str, terms: dict[str, torch.Tensor]) -> None:
+        keys = tuple(terms)
+        values = torch.stack(list(terms.values()))  # (T,)
+        part = self.parts.get(step)
+        if part is None or part[0] != keys:
+            self.parts[step] = [keys, values.clone(), 1]
+        else:
+            part[1] += values
+            part[2] += 1
+
+    def means(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for keys, sums, updates in self.parts.values():
+            out.update(zip(keys, (sums / updates).unbind(), strict=True))
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+
 class Trainer:
     """Trains ``model`` on ``splits`` as ``config`` says, writing into ``out_dir``."""
 
@@ -288,9 +316,7 @@ class Trainer:
                 leave=False,
                 dynamic_ncols=True,
             )
-        sums: dict[str, torch.Tensor] = {}
-        window: dict[str, torch.Tensor] = {}
-        count = window_count = 0
+        epoch_terms, window = _TermMeans(), _TermMeans()
         images = 0
         t0 = time.perf_counter()
         exhausted = False
@@ -304,9 +330,8 @@ class Trainer:
                     batch = batch.to(self.device, memory_format=self.memory_format)
                     terms = self._update(step.loss, step.group, batch)
                     images += len(batch)
-                    for key, value in terms.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                        window[key] = window.get(key, 0.0) + value
+                    epoch_terms.add(step.loss, terms)
+                    window.add(step.loss, terms)
                     if bar is not None:
                         bar.update(1)
                 if exhausted:
@@ -314,10 +339,8 @@ class Trainer:
             if exhausted and not window:
                 break
             self.iteration += 1
-            count += 1
-            window_count += 1
             if self.iteration % tc.log_every == 0 or exhausted:
-                means = self._reduce({k: v / window_count for k, v in window.items()})
+                means = self._reduce(window.means())
                 self._check_finite(means)
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
@@ -331,11 +354,11 @@ class Trainer:
                     },
                     step=self.iteration,
                 )
-                window, window_count = {}, 0
+                window = _TermMeans()
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t0
-        means = self._reduce({k: v / max(count, 1) for k, v in sums.items()})
+        means = self._reduce(epoch_terms.means())
         self._check_finite(means)
         lrs = {f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
         return {
