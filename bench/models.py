@@ -20,7 +20,6 @@ import os
 import shlex
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import REPO, matmul_peak_gflops  # noqa: E402
+from trainer_timing import QUIET, bench_trainer  # noqa: E402
 
 SMALL = (
     "vae-mnist-small",
@@ -74,9 +74,7 @@ def iteration_flops(trainer, phase, batch) -> int:
 
 def bench_preset(name: str, splits_by_kind: dict, images: int) -> dict:
     from latentgap.config import ExperimentConfig
-    from latentgap.models import build_model
     from latentgap.presets import PRESETS
-    from latentgap.train.trainer import Trainer
 
     values = PRESETS.get(name).values
     config = ExperimentConfig.from_dict(
@@ -84,34 +82,21 @@ def bench_preset(name: str, splits_by_kind: dict, images: int) -> dict:
             **{k: v for k, v in values.items() if k != "train"},
             "train": {
                 **values.get("train", {}),
-                "progress": False,
-                "eval_batches": 0,
-                "sample_every": 0,
-                "log_every": 10_000,
+                **QUIET,
             },
         }
     )
     binarize = config.data.options.get("binarize", True)
     splits = splits_by_kind[binarize]
-    train = splits.train.subset(images)
-    torch.manual_seed(0)
-    model = build_model(config.model, config.model_options, splits.spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model,
-            config,
-            type(splits)(splits.spec, train, splits.test),
-            Path(tmp),
-            torch.device("cpu"),
-        )
-        trainer.model.prepare_training(train)
+    with bench_trainer(config, splits, images) as trainer:
         phase = trainer.phases[0]
         trainer._run_epoch(phase)  # warm-up
         t0 = time.perf_counter()
         record = trainer._run_epoch(phase)
         seconds = time.perf_counter() - t0
-        batch = next(train.batches(config.train.batch_size, shuffle=True, seed=1))
+        batch = next(trainer.train_set.batches(config.train.batch_size, shuffle=True, seed=1))
         flops = iteration_flops(trainer, phase, batch)
+    train = trainer.train_set
     batches_per_iteration = sum(step.repeat for step in phase.steps)
     iterations = train.num_batches(config.train.batch_size) / batches_per_iteration
     return {

@@ -32,14 +32,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trainer_timing import QUIET, bench_trainer  # noqa: E402
 
 
 def _train_throughput(ctx, splits, preset: str, global_batch: int, images: int) -> float:
     """Images/s of training epochs over ``images`` training images (all ranks together)."""
     from latentgap.config import ExperimentConfig
-    from latentgap.models import build_model
     from latentgap.presets import PRESETS
-    from latentgap.train.trainer import Trainer
 
     values = PRESETS.get(preset).values
     config = ExperimentConfig.from_dict(
@@ -50,29 +49,15 @@ def _train_throughput(ctx, splits, preset: str, global_batch: int, images: int) 
             "train": {
                 "epochs": 1,
                 "batch_size": global_batch // ctx.world_size,
-                "progress": False,
-                "eval_batches": 0,
-                "sample_every": 0,
-                "log_every": 10_000,
+                **QUIET,
             },
         }
     )
-    train = splits.train.subset(images)
-    torch.manual_seed(0)
-    model = build_model(config.model, config.model_options, splits.spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model,
-            config,
-            type(splits)(splits.spec, train, splits.test),
-            Path(tmp),
-            torch.device("cpu"),
-            ctx,
-        )
-        trainer.model.prepare_training(train)
+    with bench_trainer(config, splits, images, ctx) as trainer:
         trainer._run_epoch(trainer.phases[0])  # warm-up epoch (allocations, DDP buckets)
         t0 = time.perf_counter()
         trainer._run_epoch(trainer.phases[0])
+        train = trainer.train_set
         return len(train) // ctx.world_size * ctx.world_size / (time.perf_counter() - t0)
 
 

@@ -63,8 +63,7 @@ def bench_latentgap(
 ) -> dict:
     from latentgap.config import ExperimentConfig
     from latentgap.metrics.nll import evaluate_nll
-    from latentgap.models import build_model
-    from latentgap.train.trainer import Trainer
+    from trainer_timing import QUIET, bench_trainer
 
     config = ExperimentConfig.from_dict(
         {
@@ -79,33 +78,21 @@ def bench_latentgap(
                 "epochs": 1,
                 "batch_size": BATCH,
                 "lr": 1e-3,
-                "progress": False,
-                "eval_batches": 0,
-                "sample_every": 0,
-                "log_every": 100,
+                **QUIET,
                 "compile": compile_mode,
                 "precision": precision,
             },
         }
     )
-    train = splits.train.subset(train_images)
-    torch.manual_seed(0)
-    model = build_model("vae", config.model_options, splits.spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model,
-            config,
-            type(splits)(splits.spec, train, splits.test),
-            Path(tmp),
-            torch.device("cpu"),
-        )
-        trainer.model.prepare_training(train)
-        trainer.train_set = train.subset(1000)  # warm-up (compilation with --compile)
+    with bench_trainer(config, splits, train_images) as trainer:
+        full = trainer.train_set
+        trainer.train_set = full.subset(1000)  # warm-up (compilation with --compile)
         t0 = time.perf_counter()
         trainer._run_epoch(trainer.phases[0])
         warmup_s = time.perf_counter() - t0
-        trainer.train_set = train
+        trainer.train_set = full
         record = trainer._run_epoch(trainer.phases[0])  # timed inside: the epoch alone
+        model = trainer.model
     out = {"train_images_per_s": record["images_per_s"], "warmup_epoch_1000_images_s": warmup_s}
     if nll_images:  # the NLL does not use the training options
         test = splits.test.subset(nll_images)
