@@ -1,7 +1,7 @@
 """Atomic checkpoints, safe loading and safetensors export.
 
 A checkpoint is plain data (tensors, dicts, lists, numbers, strings): model and optimiser state,
-schedulers, RNG states, position and the run's config. It is written to a temporary file in the
+schedulers, position, phase plan and the run's config. It is written to a temporary file in the
 same directory, flushed to disk, then renamed over the old one, so a crash mid-save leaves the
 previous checkpoint intact. Loading uses ``torch.load(..., weights_only=True)``: no pickled code
 is ever executed.

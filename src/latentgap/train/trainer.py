@@ -25,6 +25,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,14 +162,10 @@ class Trainer:
         return optimizers
 
     def state_dict(self) -> dict[str, Any]:
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(),
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
-            "rng": rng,
             "epoch": self.epoch,
             "iteration": self.iteration,
             "world_size": self.ctx.world_size,
@@ -196,9 +193,6 @@ class Trainer:
                 f"optimiser state in {source} does not match this model ({err}); "
                 "start a new run with --force"
             ) from None
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self._keep_phase_plan(state.get("phases"))
@@ -281,13 +275,12 @@ class Trainer:
         self.log.close()
         return record
 
-    def _same_rng_on_every_rank(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def _same_rng_on_every_rank(self) -> Iterator[None]:
         """A forked RNG seeded from (seed, epoch) only: what runs inside agrees across ranks."""
-        fork = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
-        stack = contextlib.ExitStack()
-        stack.enter_context(fork)
-        torch.manual_seed(epoch_seed(self.tc.seed + 3_333_333, self.epoch))
-        return stack
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(epoch_seed(self.tc.seed + 3_333_333, self.epoch))
+            yield
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.tc.precision == "bf16":
