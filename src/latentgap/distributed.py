@@ -54,6 +54,12 @@ class DistContext:
         rank, rank + W, rank + 2W, ...: the first n mod W ranks take one more)."""
         return n // self.world_size + (1 if self.rank < n % self.world_size else 0)
 
+    @property
+    def covering_shard(self) -> dict[str, int | bool]:
+        """``ImageSet.batches`` / ``num_batches`` arguments giving this rank its share of every
+        example (evaluation: the shards' sums add up to the whole set's)."""
+        return {"rank": self.rank, "world_size": self.world_size, "even": False}
+
     def rank_seed(self, seed: int) -> int:
         """A seed for this rank's share of random draws (rank 0 keeps ``seed``, so a single
         process draws what rank 0 of a job would)."""

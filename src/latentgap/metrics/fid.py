@@ -77,13 +77,13 @@ class FeatureStats:
     def __add__(self, other: FeatureStats) -> FeatureStats:
         return FeatureStats(self.n + other.n, self.s + other.s, self.ss + other.ss)
 
-    def all_reduce(self, ctx: DistContext, device: str | torch.device = "cpu") -> FeatureStats:
+    def all_reduce(self, ctx: DistContext) -> FeatureStats:
         """The statistics of all ranks' features together (every rank gets them)."""
         if not ctx.enabled:
             return self
         f = self.s.shape[0]
         flat = np.concatenate([[float(self.n)], self.s, self.ss.reshape(-1)])
-        total = ctx.all_reduce_sum(torch.from_numpy(flat).to(device)).cpu().numpy()
+        total = ctx.all_reduce_sum(torch.from_numpy(flat)).numpy()
         return FeatureStats(int(round(total[0])), total[1 : f + 1], total[f + 1 :].reshape(f, f))
 
     @property
@@ -182,8 +182,8 @@ def extract(
         raise ValueError("no images to extract features from")
     kept_t = torch.cat(kept) if kept else torch.zeros(0, stats.s.shape[0])
     if ctx is not None and ctx.enabled:
-        stats = stats.all_reduce(ctx, device)
-        kept_t = ctx.all_gather_cat(kept_t.to(device)).cpu()
+        stats = stats.all_reduce(ctx)
+        kept_t = ctx.all_gather_cat(kept_t)
     return stats, kept_t
 
 
@@ -396,7 +396,7 @@ def evaluate_fid(
         results: dict[str, Any] = {"fid_sample": fid_from_stats(sample_stats, ref_stats)}
         if recon:
             test = splits.test.subset(min(n_samples, len(splits.test)))
-            shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
+            shard = ctx.covering_shard
             recons = (
                 model.reconstruct(b.to(gen_device))
                 for b in test.batches(batch_size, seed=seed, epoch=20_000, **shard)

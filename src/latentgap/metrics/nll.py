@@ -83,7 +83,7 @@ def evaluate_nll(
     if k <= 0 or repeats <= 0:
         raise ValueError("k and repeats must be positive")
     ctx = ctx or DistContext()
-    shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
+    shard = ctx.covering_shard
     device = next(model.parameters()).device
     if device.type == "cuda":
         data = data.to(device)  # batches (and binarisations) made on the GPU: no copies

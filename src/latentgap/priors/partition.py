@@ -135,10 +135,9 @@ class _Accumulator:
     def result(self, method: str, ctx: DistContext | None = None) -> LogZEstimate:
         """This process's estimate, or with ``ctx`` the estimate over all ranks' samples."""
         if ctx is not None and ctx.enabled:
-            acc = self.acc if self.acc is not None else torch.full((2,), -math.inf).double()
-            mine = torch.cat([acc.cpu(), torch.tensor([float(self.n)], dtype=torch.float64)])
-            device = self.acc.device if self.acc is not None else "cpu"
-            every = ctx.all_gather_cat(mine.to(device)[None]).cpu()  # (W, 3)
+            acc = self.acc.cpu() if self.acc is not None else torch.full((2,), -math.inf).double()
+            mine = torch.cat([acc, torch.tensor([float(self.n)], dtype=torch.float64)])
+            every = ctx.all_gather_cat(mine[None])  # (W, 3): log Σw, log Σw², n per rank
             parts = [
                 LogZEstimate.from_accumulators(row[0], row[1], int(row[2]), method)
                 for row in every.tolist()
@@ -281,7 +280,7 @@ def log_z_posterior_proposal(
     log_n = math.log(n_train)
     acc = _Accumulator()
     ctx = ctx or DistContext()
-    shard = {"rank": ctx.rank, "world_size": ctx.world_size, "even": False}
+    shard = ctx.covering_shard
     if device is not None and torch.device(device).type == "cuda":
         data = data.to(device)  # batches made on the GPU: no host-to-device copy per batch
     per_pass = data.num_batches(batch_size, **shard)
