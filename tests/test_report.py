@@ -117,7 +117,7 @@ def test_report_errors_are_one_line(tmp_path, capsys, monkeypatch, vaepp_run):
     assert main(["report", str(tmp_path)]) == 2
     assert "neither config.json" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
-    with pytest.raises(ConfigError, match=r"pip install 'latentgap\[plot\]'"):
+    with pytest.raises(ConfigError, match=r"pip install matplotlib"):
         build_report(vaepp_run, tmp_path / "r")
 
 

@@ -33,7 +33,7 @@ def _tsne(codes, seed: int):
         from sklearn.manifold import TSNE
     except ImportError:
         raise ConfigError(
-            "--latent-tsne needs scikit-learn: pip install 'latentgap[sklearn]'"
+            "--latent-tsne needs scikit-learn: pip install scikit-learn (a dependency of latentgap)"
         ) from None
     x = codes
     if x.shape[1] > 50:
@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("plotting needs matplotlib: pip install 'latentgap[plot]'") from None
+        raise ConfigError(
+            "plotting needs matplotlib: pip install matplotlib (a dependency of latentgap)"
+        ) from None
     import numpy as np
 
     from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test

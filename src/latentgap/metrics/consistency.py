@@ -73,7 +73,7 @@ def classifier_accuracy(x: Tensor, y: Tensor, seed: int = 0) -> float:
         from sklearn.preprocessing import StandardScaler
     except ImportError:
         raise ConfigError(
-            "the classifier test needs scikit-learn: pip install 'latentgap[sklearn]'"
+            "the classifier test needs scikit-learn: pip install scikit-learn (a dependency of latentgap)"
         ) from None
     import numpy as np
 

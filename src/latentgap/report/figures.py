@@ -29,7 +29,7 @@ def pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError(
-            "the report's figures need matplotlib: pip install 'latentgap[plot]'"
+            "the report's figures need matplotlib: pip install matplotlib (a dependency of latentgap)"
         ) from None
     return plt
 

@@ -33,8 +33,8 @@ def _sklearn_gaussian_mixture() -> type:
         from sklearn.mixture import GaussianMixture as SkGaussianMixture
     except ImportError:
         raise ConfigError(
-            "the ex-post GMM density needs scikit-learn: pip install scikit-learn "
-            "(or pip install 'latentgap[sklearn]')"
+            "the ex-post GMM density needs scikit-learn, a dependency of latentgap: "
+            "pip install scikit-learn"
         ) from None
     return SkGaussianMixture
 
