@@ -41,6 +41,13 @@ class NLLResult:
         return d
 
 
+def _mean_or_first(values: list) -> object:
+    """The mean of numeric per-repeat diagnostics; the first value of others (a method name)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sum(values) / len(values)
+    return values[0]
+
+
 @torch.no_grad()
 def log_likelihood(model, batch: Batch, k: int, max_rows: int = 4096) -> tuple[Tensor, Tensor]:
     """Importance-sampled log p(x) and the single-sample ELBO estimate, each (B,).
@@ -142,5 +149,5 @@ def evaluate_nll(
         iw_samples=k,
         repeats=repeats,
         per_repeat=per_repeat,
-        extra={key: sum(v) / len(v) for key, v in extras.items()},
+        extra={key: _mean_or_first(v) for key, v in extras.items()},
     )
