@@ -8,6 +8,7 @@ from latentgap.models import (  # noqa: F401  (registration)
     two_stage,
     vae,
     vaepp,
+    vampprior,
     wae,
 )
 from latentgap.models.base import (
