@@ -9,12 +9,12 @@ import math
 
 import pytest
 import torch
+from tests.test_partition import Quadratic, gaussian_posteriors, images
 
 from latentgap.distributed import DistContext
 from latentgap.priors import LogZEstimate, log_z_posterior_proposal
 from latentgap.priors.ais import ais_log_z, temperature_schedule
 from latentgap.samplers.hmc import HMCState, hmc_step
-from tests.test_partition import Quadratic, gaussian_posteriors, images
 
 D = 13
 BIAS = 0.15

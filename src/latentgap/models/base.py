@@ -102,6 +102,11 @@ class GenerativeModel(nn.Module):
     def end_phase(self, phase: str, train: ImageSet) -> None:
         """Called when a phase ends (e.g. RAE-family models fit their ex-post GMM here)."""
 
+    def end_epoch(self, phase: str, train: ImageSet) -> dict[str, float]:
+        """Called after every epoch; what it returns joins the epoch's log record (e.g. VAEPP's
+        AIS log Z of the current prior)."""
+        return {}
+
     # --- generation ----------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **options) -> Tensor:

@@ -53,6 +53,7 @@ from latentgap.priors.partition import (
 )
 from latentgap.samplers.latent_gan import LatentGAN
 from latentgap.samplers.mala import mala
+from latentgap.samplers.persistent import PersistentChains
 
 SAMPLERS = ("gan+mala", "gan", "mala", "prior")
 LOGZ_METHODS = ("ais", "paper")
@@ -71,6 +72,15 @@ class VAEPPConfig(VAEConfig):
     logz_normal_samples: int = 128  # fresh ε per step for the p_N-proposal term
     logz_floor: float = -20.0
     clamp_kl: bool = True
+    # the gradient of log Z in training: "persistent" (E_{p_λ}[∇ log f_λ] with persistent MALA
+    # chains of p_λ, samplers/persistent.py) or "paper" (autograd through Algorithm 2's log Ẑ)
+    train_logz: Literal["persistent", "paper"] = "persistent"
+    pcd_chains: int = 128
+    pcd_steps: int = 5  # MALA steps of the persistent chains per training step
+    pcd_step_size: float = 1e-2  # initial α, adapted toward acceptance 0.574
+    pcd_reinit: float = 0.0  # fraction of chains restarted from N(0, I) per step
+    epoch_ais_chains: int = 64  # a cheap AIS log Z logged every epoch (0: off)
+    epoch_ais_temps: int = 200
     # one decoder / critic call on [z; ε] instead of two: None = on GPUs and for conv-free nets
     # (on CPU the batch-256 ResNet passes measured 15–20% slower than two batch-128 ones)
     merge_passes: bool | None = None
@@ -115,6 +125,9 @@ class VAEPPConfig(VAEConfig):
             "ais_chains",
             "ais_temps",
             "ais_leapfrog",
+            "pcd_chains",
+            "pcd_steps",
+            "epoch_ais_temps",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -122,6 +135,14 @@ class VAEPPConfig(VAEConfig):
             raise ConfigError("mala_step_size must be positive")
         if self.gan_data not in ("mean", "sample"):
             raise ConfigError("gan_data must be 'mean' or 'sample'")
+        if self.train_logz not in ("persistent", "paper"):
+            raise ConfigError(
+                f"train_logz must be 'persistent' or 'paper', got {self.train_logz!r}"
+            )
+        if not self.pcd_step_size > 0 or not 0.0 <= self.pcd_reinit < 1.0:
+            raise ConfigError("pcd_step_size must be > 0 and pcd_reinit in [0, 1)")
+        if self.epoch_ais_chains < 0:
+            raise ConfigError(f"epoch_ais_chains must be ≥ 0, got {self.epoch_ais_chains}")
         if self.eval_logz not in LOGZ_METHODS:
             raise ConfigError(
                 f"eval_logz must be one of {', '.join(LOGZ_METHODS)}, got {self.eval_logz!r}"
@@ -158,11 +179,26 @@ class VAEPP(LatentVAEBase):
         self.register_buffer("log_z", torch.tensor(float("nan")))
         self.register_buffer("log_z_std_err", torch.tensor(float("nan")))
         self.register_buffer("gan_trained", torch.tensor(False))
+        # persistent chains of p_λ (train_logz="persistent") and the latest per-epoch AIS log Z,
+        # the value (not the gradient) of log Z in the training loss
+        self.chains = PersistentChains(
+            config.pcd_chains, config.latent_dim, config.pcd_step_size, config.pcd_reinit
+        )
+        self.register_buffer("train_log_z", torch.tensor(0.0))
+        self._register_load_state_dict_pre_hook(self._fill_new_buffers)
         # One decoder and one critic call on [z; ε] instead of two each: fewer, larger kernels
         # (launch overhead dominates small nets on GPUs). Never when a layer mixes examples.
         nets = (*self.decoder.modules(), *self.critic.modules())
         self.can_merge = not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in nets)
         self.has_conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in nets)
+
+    def _fill_new_buffers(self, state_dict, prefix, *args) -> None:
+        """Checkpoints written before the persistent chains existed load with fresh chains."""
+        for name, value in (
+            *self.chains.named_buffers(prefix="chains"),
+            ("train_log_z", self.train_log_z),
+        ):
+            state_dict.setdefault(prefix + name, value.detach().clone())
 
     def merge_passes(self, device: torch.device) -> bool:
         """Whether this step decodes and criticises [z; ε] in one call each (``merge_passes``)."""
@@ -232,6 +268,24 @@ class VAEPP(LatentVAEBase):
         if phase == "latent-gan":
             self.gan_trained.fill_(True)
 
+    def end_epoch(self, phase: str, train: ImageSet) -> dict[str, float]:
+        """A cheap AIS log Z of the current prior (``epoch_ais_chains`` × ``epoch_ais_temps``),
+        logged beside the training-time estimates so a run shows when they part; in
+        ``train_logz="persistent"`` mode it is also the value of log Z in the next epoch's loss."""
+        c = self.config
+        if not c.epoch_ais_chains or phase != "vae":
+            return {}
+        was_training = self.training
+        self.eval()
+        try:
+            ais = self.estimate_log_z_ais(
+                c.epoch_ais_chains, c.epoch_ais_temps, 2, reverse=False, coarse_fraction=None
+            )
+        finally:
+            self.train(was_training)
+        self.train_log_z.fill_(ais.log_z)
+        return {"log_z_ais": ais.log_z, "log_z_ais_std_err": ais.std_err}
+
     # --- the pull-back prior -----------------------------------------------------------------
     @property
     def beta(self) -> Tensor:
@@ -295,19 +349,37 @@ class VAEPP(LatentVAEBase):
         log_f = self.pullback.log_unnormalized(z, d_z)  # (B,)
         log_w_normal = self.pullback.log_weight(d_eps)  # (S,) −β·D(G(ε)), float32
         log_w_q = log_f - log_q + torch.log(self.n_train)  # (B,)
-        log_z = log_z_training_mixture(log_w_normal, log_w_q, floor=c.logz_floor)
-        kl = (log_q - log_f).mean() + log_z  # KL(q ‖ p_λ) with Ẑ
-        kl_loss = kl.clamp_min(0.0) if c.clamp_kl else kl
+        log_z_mix = log_z_training_mixture(log_w_normal, log_w_q, floor=c.logz_floor)
+        terms: dict[str, Tensor] = {}
+        if c.train_logz == "persistent":
+            # ∇ log Z = E_{p_λ}[∇ log f_λ] = −E_{p_λ}[∇ β·D(G(z))] with z from the persistent
+            # chains (moved only in training); the value is the latest per-epoch AIS log Z
+            z_p = self.chains.update(self.energy, c.pcd_steps) if self.training else self.chains.z
+            d_p = self.critic_values(self.generate(z_p))  # (P,)
+            surrogate = self.pullback.log_weight(d_p).mean()
+            log_z = surrogate - surrogate.detach() + self.train_log_z
+            kl = (log_q - log_f).mean() + log_z
+            kl_loss = kl  # no clamp: the value of log Z is a lagging estimate
+            terms["d_chains"] = d_p.mean()
+            terms["chain_step"] = self.chains.log_step.exp()
+            terms["chain_accept"] = self.chains.acceptance
+        else:
+            log_z = log_z_mix
+            kl = (log_q - log_f).mean() + log_z  # KL(q ‖ p_λ) with Ẑ
+            kl_loss = kl.clamp_min(0.0) if c.clamp_kl else kl
         loss = -rec.mean() + kl_loss
-        terms = {
-            "elbo": rec.mean() - kl,
-            "rec": rec.mean(),
-            "kl": kl,
-            "log_z": log_z,
-            "beta": self.beta,
-            "d_q": d_z.mean(),
-            "d_prior": d_eps.mean(),
-        }
+        terms.update(
+            {
+                "elbo": rec.mean() - kl,
+                "rec": rec.mean(),
+                "kl": kl,
+                "log_z": log_z,
+                "log_z_mix": log_z_mix.detach(),
+                "beta": self.beta,
+                "d_q": d_z.mean(),
+                "d_prior": d_eps.mean(),
+            }
+        )
         if self.combined:
             n = min(len(batch), len(fake))  # real e (= x unless binarised) against G(ε)
             penalty = self.penalty(self.critic, batch.e[:n], fake[:n])
@@ -353,12 +425,19 @@ class VAEPP(LatentVAEBase):
         progress: bool = False,
         **options,
     ) -> Tensor:
-        """z from the chosen sampler; ``None`` picks a cheap one (GAN if trained, else N(0, I))."""
+        """z from the chosen sampler; ``None``: the latent GAN once trained, else MALA from N(0, I)
+        (``prior`` decodes N(0, I) itself, the base measure, not p_λ)."""
         if sampler is None:
-            sampler = "gan" if bool(self.gan_trained) else "prior"
+            sampler = "gan" if bool(self.gan_trained) else "mala"
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if sampler.startswith("gan"):
+            if not bool(self.gan_trained):
+                raise ConfigError(
+                    f"sampler {sampler!r} needs the latent GAN, which this run never trained (its "
+                    "latent-GAN phase is empty or unfinished: model_options.gan_epochs and "
+                    "--epochs); use --sampler mala, or train longer"
+                )
             z = self.latent_gan.sample(n, generator=generator)
         else:
             z = self.prior.sample(n, generator=generator, device=self.device)
@@ -370,6 +449,8 @@ class VAEPP(LatentVAEBase):
                 step_size=mala_step_size or self.config.mala_step_size,
                 generator=generator,
                 progress=progress,
+                # from N(0, I) the chains must travel: the step size adapts (first half)
+                adapt_step_size=sampler == "mala",
             )
             self.last_acceptance_rate = float(result.acceptance_rate)
             z = result.samples
@@ -493,7 +574,9 @@ class VAEPP(LatentVAEBase):
         """
         method = method or self.config.eval_logz
         if method not in LOGZ_METHODS:
-            raise ConfigError(f"unknown log Z method {method!r}; choose one of: {', '.join(LOGZ_METHODS)}")
+            raise ConfigError(
+                f"unknown log Z method {method!r}; choose one of: {', '.join(LOGZ_METHODS)}"
+            )
         progress = bool(options.get("progress"))
         paper = self.estimate_log_z(train, seed=1000 + repeat, ctx=ctx, **options)
         out: dict[str, Any] = {

@@ -183,10 +183,24 @@ class AISResult:
     accept_per_temp: Tensor | None = field(default=None, repr=False)
 
     def to_dict(self, prefix: str = "") -> dict[str, Any]:
-        keys = (
-            "log_z std_err ess n_chains n_temps n_leapfrog schedule acceptance log_z_coarse "
-            "coarse_temps log_z_reverse reverse_std_err gap tolerance agree seconds"
-        ).split()
+        keys = [
+            "log_z",
+            "std_err",
+            "ess",
+            "n_chains",
+            "n_temps",
+            "n_leapfrog",
+            "schedule",
+            "acceptance",
+            "log_z_coarse",
+            "coarse_temps",
+            "log_z_reverse",
+            "reverse_std_err",
+            "gap",
+            "tolerance",
+            "agree",
+            "seconds",
+        ]
         return {prefix + k: getattr(self, k) for k in keys}
 
 
@@ -269,11 +283,17 @@ def ais_log_z(
         ends.append(run.z)
         log_ws.append(run.log_w)
         if reverse:  # start from the end states resampled by their weights (closer to π₁)
-            pick = torch.multinomial(torch.softmax(run.log_w, 0), b, replacement=True, generator=gen)
+            pick = torch.multinomial(
+                torch.softmax(run.log_w, 0), b, replacement=True, generator=gen
+            )
             back = _anneal(log_weight, run.z[pick], temps.flip(0), steps.flip(0), n_leapfrog, gen)
             backward.add(back.log_w)
         if n_coarse is not None:
-            coarse.add(_anneal(log_weight, normal(b, gen), coarse_temps, coarse_steps, n_leapfrog, gen).log_w)
+            coarse.add(
+                _anneal(
+                    log_weight, normal(b, gen), coarse_temps, coarse_steps, n_leapfrog, gen
+                ).log_w
+            )
     est = forward.result("ais", ctx)
     accept_per_temp = torch.stack(accepts).mean(0)
     result = AISResult(

@@ -260,6 +260,8 @@ class Trainer:
             for sched in self.schedulers.values():
                 sched.step()
             record.update(self._evaluate_test(phase))
+            with self._same_rng_on_every_rank():
+                record.update(self.model.end_epoch(phase.name, self.train_set))
             next_phase = phase_at(self.phases, self.epoch) if self.epoch < tc.epochs else None
             if next_phase is not phase:
                 with self._same_rng_on_every_rank():
