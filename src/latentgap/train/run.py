@@ -8,6 +8,7 @@ process trains into it, ``.lock`` is locked by that process (:mod:`latentgap.tra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -206,14 +207,23 @@ def train(
 
 
 def load_run(
-    run_dir: Path, device: str = "cpu", data_dir: str | None = None, load_data: bool = True
+    run_dir: Path,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    load_data: bool = True,
+    data: dict[str, Any] | None = None,
 ) -> tuple[GenerativeModel, ExperimentConfig, Splits | None]:
-    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data."""
+    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data.
+
+    ``data`` overrides fields of the run's data config (e.g. ``{"limit_train": None}``: the
+    whole training set, whatever the run was trained on); the returned config has them."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     check_device(device)
     config = ExperimentConfig.load(run_dir / "config.json")
+    if data:
+        config.data = dataclasses.replace(config.data, **data)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     check_state(state, run_dir / CHECKPOINT, ("model",))
     splits = load_splits(config, data_dir) if load_data else None
