@@ -232,11 +232,17 @@ def check_resume_flags(args: argparse.Namespace, config: ExperimentConfig) -> No
     """ConfigError if flags given with ``--resume`` disagree with the run's saved config (a
     resumed run keeps it, except for the settings of :data:`RESUME_MAY_CHANGE`)."""
     from latentgap.errors import LatentgapError
+    from latentgap.train.checkpoint import load_checkpoint
 
     try:
         saved = ExperimentConfig.load(args.out / "config.json").to_dict()
     except LatentgapError:
-        return  # train() reports the missing or damaged run
+        try:  # config.json damaged: resuming uses the checkpoint's copy anyway
+            saved = ExperimentConfig.from_dict(
+                load_checkpoint(args.out / "checkpoint.pt")["config"]
+            ).to_dict()
+        except (LatentgapError, KeyError, TypeError):
+            return  # train() reports the missing or damaged run
     fresh = config.to_dict()
     conflicts = [
         f"{flag} (the run has {path}={json.dumps(_at(saved, path))})"

@@ -93,6 +93,34 @@ def check_output_file(path: Path | str, flag: str = "--out") -> None:
         raise ConfigError(f"{flag} {path} is read-only; choose another file")
 
 
+def check_export_dir(out: Path, run_dir: Path) -> None:
+    """ConfigError unless ``out`` may receive ``run_dir``'s export (model.safetensors +
+    config.json): a new or writable folder that holds no run and no other model's export
+    (``run_dir/export`` and an earlier export of the same run may be overwritten)."""
+    out, run_dir = Path(out), Path(run_dir)
+    check_output_dir(out)
+    if not out.is_dir() or os.path.realpath(out) == os.path.realpath(run_dir / "export"):
+        return
+    files = existing_run_files(out)
+    if not files:
+        return
+    default = f"choose an empty folder (default {run_dir / 'export'})"
+    if files == ["config.json"] and (out / "model.safetensors").exists():
+        if _same_json(out / "config.json", run_dir / "config.json"):
+            return  # an earlier export of this very run
+        raise ConfigError(f"--out {out} holds the export of another model; {default}")
+    raise ConfigError(
+        f"--out {out} holds a run ({', '.join(files)}) that the export would overwrite; {default}"
+    )
+
+
+def _same_json(a: Path, b: Path) -> bool:
+    try:
+        return json.loads(a.read_text()) == json.loads(b.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def nonempty_path(text: str) -> Path:
     """argparse type for an output path: ``""`` would silently mean the current folder."""
     import argparse
@@ -201,6 +229,7 @@ def clear_run(run_dir: Path) -> None:
 __all__ = [
     "RUN_FILES",
     "RunLock",
+    "check_export_dir",
     "check_output_dir",
     "check_output_file",
     "clear_run",
