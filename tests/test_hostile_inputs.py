@@ -103,6 +103,8 @@ def test_cuda_where_there_is_none(tmp_path, capsys, toy_run):
         (["sample", "{run}", "--out", "{tmp}/grid.jpg"], "must be a .png"),
         (["sample", "{run}", "--num", "2000000000"], "GiB of memory"),
         (["sample", "{run}", "--sampler", "nope"], "no sampler 'nope'"),
+        (["sample", "{run}", "--num", "4", "--nrow", "1000000000"], "more than --num"),
+        (["plot", "{run}", "--latent-tsne", "/proc/latentgap.png"], "virtual file system"),
         (["reproduce", "vaepp-table4", "--out", "{tmp}/t", "--fid-extractor", "nosuch"], "nosuch"),
         (["reproduce", "vaepp-table4", "--out", "{tmp}/t", "--device", "tpu"], "unknown device"),
         (["reproduce", "nosuch", "--out", "{tmp}/t"], "unknown table"),
@@ -408,3 +410,25 @@ def test_celeba_decompression_bomb(tmp_path, capsys, monkeypatch):
     ]
     assert_refused(cli(capsys, *args, "--no-progress"), "too large to decode safely")
     assert not list(folder.glob("cache-*"))
+
+
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import latentgap.train.run as run_module
+
+    def huge(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 64000000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(run_module, "build_model", huge)
+    args = ["train", "--out", tmp_path / "r", *TOY, "--latent-dim", "1000000000"]
+    assert_refused(cli(capsys, *args), "out of memory", "59.6 GiB", "--latent-dim")
+    assert not (tmp_path / "r").exists()
+
+
+def test_plot_of_a_run_with_a_small_test_set(tmp_path, capsys, toy_run):
+    run = copy_run(toy_run, tmp_path)
+    code, _, err = cli(capsys, "plot", run, "--latent-tsne", tmp_path / "tsne.png")
+    assert code == 0, err
+    assert (tmp_path / "tsne.png").stat().st_size > 0

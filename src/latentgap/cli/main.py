@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import signal
 import sys
 import threading
@@ -91,6 +92,26 @@ def describe_os_error(err: OSError) -> str:
     return f"{err.strerror or type(err).__name__}{where}"
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, torch's (CUDA) OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(err)
+    return (
+        isinstance(err, MemoryError)
+        or type(err).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    )
+
+
+def describe_out_of_memory(err: BaseException) -> str:
+    match = re.search(r"allocate (\d+) bytes", str(err))
+    need = f" (one allocation of {int(match.group(1)) / 2**30:.1f} GiB)" if match else ""
+    return (
+        f"out of memory{need}; use smaller sizes (--batch-size, --latent-dim, layer widths, "
+        "--num, --iw-samples)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -115,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         sys.stderr.write(f"latentgap: error: {describe_os_error(err)}\n")
         return 2
-    except MemoryError:
-        sys.stderr.write("latentgap: error: out of memory; use smaller sizes (batch, samples)\n")
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        sys.stderr.write(f"latentgap: error: {describe_out_of_memory(err)}\n")
         return 2
     except Terminated:
         sys.stderr.write(

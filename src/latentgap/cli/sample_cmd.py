@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from latentgap.train.images import save_image_grid
     from latentgap.train.run import load_run
 
+    if args.nrow is not None and args.nrow > args.num:
+        raise ConfigError(f"--nrow {args.nrow} is more than --num {args.num} images; lower it")
     if args.out is not None:
         if args.out.suffix.lower() != ".png":
             raise ConfigError(f"--out must be a .png file, got {args.out}")
