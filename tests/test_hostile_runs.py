@@ -66,6 +66,18 @@ def test_force_validates_everything_before_touching_the_old_run(tmp_path, capsys
     assert snapshot(run) == before
 
 
+def test_force_with_tensorboard_missing_keeps_the_old_run(tmp_path, capsys, toy_run):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    run = copy_run(toy_run, tmp_path)
+    before = snapshot(run)
+    args = ["train", "--out", run, "--force", *TOY, "--tensorboard"]
+    assert_refused(cli(capsys, *args), "needs the tensorboard package")
+    assert snapshot(run) == before
+
+
 def test_force_deletes_only_what_latentgap_wrote(tmp_path, capsys, toy_run):
     run = copy_run(toy_run, tmp_path)
     assert cli(capsys, "export", run)[0] == 0

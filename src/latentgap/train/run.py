@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -187,6 +188,10 @@ def train(
         raise ConfigError(
             f"--compile does not work with model {config.model!r}: "
             f"{model.compile_unsupported}; drop --compile"
+        )
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(  # MetricsLog's own check would come after --force cleared the run
+            "--tensorboard needs the tensorboard package: pip install 'latentgap[tensorboard]'"
         )
     device = resolve_device(config.train.device, ctx)
     with contextlib.ExitStack() as stack:
