@@ -53,7 +53,7 @@ def dataclass_from_dict(cls: type[T], values: dict[str, Any], where: str = "") -
 _TYPE_NAMES = {
     bool: "true or false",
     int: "an integer",
-    float: "a number",
+    float: "a finite number",
     str: "a string",
     dict: "a section ({...})",
     list: "a list",
@@ -70,8 +70,10 @@ def _type_ok(hint: Any, value: Any) -> bool | None:
         return isinstance(value, bool)
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is float:  # NaN or ±inf in a config is a mistake, never a setting
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if base is str:
         return isinstance(value, str)
     if base in (dict, collections.abc.Mapping):
