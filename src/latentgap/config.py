@@ -7,8 +7,10 @@ presets (:mod:`latentgap.presets`) that fill these fields.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,28 +23,97 @@ T = TypeVar("T")
 
 
 def dataclass_from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``values``; unknown keys raise ConfigError listing valid ones.
+    """Build dataclass ``cls`` from ``values``; unknown keys or values of the wrong type raise
+    ConfigError naming the field (``where`` is the dotted path of ``values``, for messages).
 
     Lists become tuples where the field is annotated as a tuple (JSON has no tuples).
     """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a section ({{...}}), got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        prefix = f"{where}: " if where else ""
         raise ConfigError(
-            f"{prefix}unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
+            f"{prefix}unknown option(s) {', '.join(map(str, unknown))}; "
+            f"valid: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
-        kwargs[key] = _coerce(hints.get(key), value)
+        path = f"{where}.{key}" if where else key
+        check_type(hints.get(key), value, path)
+        kwargs[key] = _coerce(hints.get(key), value, path)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}" if where else str(err)) from None
+        raise ConfigError(f"{prefix}{err}") from None
 
 
-def _coerce(hint: Any, value: Any) -> Any:
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: "a string",
+    dict: "a section ({...})",
+    list: "a list",
+    tuple: "a list",
+}
+
+
+def _type_ok(hint: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits ``hint`` (None: a hint this check does not judge)."""
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    base = typing.get_origin(hint) or hint
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:  # NaN or ±inf in a config is a mistake, never a setting
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if base is str:
+        return isinstance(value, str)
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    if base in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    return None
+
+
+def check_type(hint: Any, value: Any, name: str) -> None:
+    """ConfigError unless ``value`` has the type that ``hint`` (a dataclass field's annotation:
+    bool, int, float, str, dict, list/tuple, a dataclass, or an Optional/union of them) asks."""
+    if hint is None or hint is Any:
+        return
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return
+        verdicts = [_type_ok(a, value) for a in options]
+        if any(v is None or v for v in verdicts):
+            return
+        names = [_TYPE_NAMES.get(typing.get_origin(a) or a, "a section ({...})") for a in options]
+        if len(options) < len(typing.get_args(hint)):
+            names.append("null")
+        raise ConfigError(f"{name} must be {' or '.join(names)}, got {value!r}")
+    if _type_ok(hint, value) is False:
+        expected = _TYPE_NAMES.get(typing.get_origin(hint) or hint, "a section ({...})")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_fields(obj: Any, where: str = "") -> None:
+    """:func:`check_type` on every field of dataclass instance ``obj``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        check_type(
+            hints.get(f.name), getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        )
+
+
+def _coerce(hint: Any, value: Any, where: str = "") -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
@@ -52,7 +123,7 @@ def _coerce(hint: Any, value: Any) -> Any:
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return dataclass_from_dict(hint, value)
+        return dataclass_from_dict(hint, value, where)
     return value
 
 
@@ -78,8 +149,16 @@ class DataConfig:
     limit_train: int | None = None
     limit_test: int | None = None
 
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"data.{name} must be a positive integer or null, got {value}")
+
 
 PRECISIONS = ("fp32", "bf16")
+SEED_LIMIT = 2**63  # seeds (plus small offsets) must fit torch's 64-bit generator seeds
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -106,17 +185,30 @@ class TrainConfig:
     channels_last: bool = False  # conv nets in NHWC memory format (GPU tensor cores)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        check_fields(self, "train")
+        for name in ("epochs", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight decay must be ≥ 0, got {self.weight_decay}")
+                raise ConfigError(
+                    f"train.{name} must be a positive integer, got {getattr(self, name)}"
+                )
+        for name in ("sample_every", "eval_batches"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be ≥ 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be positive and finite, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay must be finite and ≥ 0, got {self.weight_decay}")
+        if self.grad_clip is not None and not (
+            math.isfinite(self.grad_clip) and self.grad_clip >= 0
+        ):
+            raise ConfigError(
+                f"train.grad_clip must be a finite norm ≥ 0 (0 or null: no clipping), "
+                f"got {self.grad_clip}"
+            )
         if self.lr_halve_every is not None and self.lr_halve_every <= 0:
             raise ConfigError("lr_halve_every must be a positive number of epochs")
-        if self.log_every <= 0:
-            raise ConfigError("log_every must be positive")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
@@ -143,6 +235,9 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str | None = None
 
+    def __post_init__(self) -> None:
+        check_fields(self, "config")
+
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
@@ -160,12 +255,20 @@ class ExperimentConfig:
         from latentgap.errors import CheckpointError
 
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            values = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise CheckpointError(
                 f"no config.json in {Path(path).parent}; is it a run directory?"
             ) from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CheckpointError(
                 f"{path} is not valid JSON ({err}); restore it or retrain"
+            ) from None
+        except OSError as err:
+            raise CheckpointError(f"{path} cannot be read ({err.strerror or err})") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as err:
+            raise CheckpointError(
+                f"{path} is not a valid run config ({err}); restore it or retrain"
             ) from None

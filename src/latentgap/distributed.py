@@ -11,9 +11,11 @@ files.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -96,6 +98,26 @@ class DistContext:
         return bool(self.all_reduce_sum(t).item() > 0)
 
 
+TIMEOUT_ENV = "LATENTGAP_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def process_group_timeout() -> timedelta:
+    """How long a collective waits for a missing rank before the job fails:
+    ``$LATENTGAP_DIST_TIMEOUT`` seconds, default 5 minutes (gloo's own default is 30, which
+    leaves the other ranks of a job whose rank died hanging for half an hour)."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    if not text:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
 def init_distributed(device: str) -> DistContext:
     """Join the torchrun process group if launched by torchrun, else a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -113,7 +135,7 @@ def init_distributed(device: str) -> DistContext:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=process_group_timeout())
     return DistContext(rank, world_size, local_rank)
 
 

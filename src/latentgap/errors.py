@@ -24,3 +24,7 @@ class CheckpointError(LatentgapError):
 
 class TrainingDiverged(LatentgapError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class NonFiniteResult(LatentgapError):
+    """An evaluation gave NaN or infinite numbers (recorded as null with the reason)."""

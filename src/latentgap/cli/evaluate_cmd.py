@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from latentgap.cli.train_cmd import positive_int
-from latentgap.errors import ConfigError
-from latentgap.train.run import update_eval_json
+from latentgap.cli.train_cmd import nonnegative_int, positive_int, seed_int
+from latentgap.errors import ConfigError, NonFiniteResult
+from latentgap.train.run import finite_or_none, update_eval_json
 
 
 def add_parser(sub) -> None:
@@ -40,6 +40,20 @@ def add_parser(sub) -> None:
         help="repeat the whole evaluation R times; report mean ± std",
     )
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N test images")
+    p.add_argument(
+        "--limit-train",
+        type=data_limit,
+        default=argparse.SUPPRESS,
+        metavar="N|all",
+        help="training images for log Ẑ and the FID reference (default: the run's limit_train)",
+    )
+    p.add_argument(
+        "--limit-test",
+        type=data_limit,
+        default=argparse.SUPPRESS,
+        metavar="N|all",
+        help="test images to load (default: the run's limit_test)",
+    )
     p.add_argument("--batch-size", type=positive_int, help="test images per model call")
     p.add_argument(
         "--logz-samples",
@@ -55,7 +69,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--logz-normal-samples",
-        type=int,
+        type=nonnegative_int,
         metavar="N",
         help="VAEPP: fresh ε for the p_N-proposal diagnostic of log Ẑ (default 0: skip)",
     )
@@ -82,11 +96,18 @@ def add_parser(sub) -> None:
         help="VAEPP: E_q D vs E_p D, KL(p_N||p), KL bound, β, variance of log Ẑ",
     )
     add_fid_arguments(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+def data_limit(text: str) -> int | None:
+    """``N`` (a positive integer) or ``all`` (None: the whole split)."""
+    if text.lower() in ("all", "none"):
+        return None
+    return positive_int(text)
 
 
 def add_fid_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,7 +218,13 @@ def _run(args: argparse.Namespace) -> int:
     check_device(args.device)
     ctx = init_distributed(args.device)
     device = str(resolve_device(args.device, ctx))
-    model, config, splits = load_run(args.run_dir, device, args.data_dir)
+    overrides = {k: getattr(args, k) for k in ("limit_train", "limit_test") if hasattr(args, k)}
+    model, config, splits = load_run(args.run_dir, device, args.data_dir, data=overrides)
+    inherited = {
+        k: getattr(config.data, k)
+        for k in ("limit_train", "limit_test")
+        if k not in overrides and getattr(config.data, k) is not None
+    }
     if args.fid and args.sampler is not None and args.sampler not in model.samplers():
         raise ConfigError(
             f"model {config.model!r} has no sampler {args.sampler!r}; "
@@ -274,7 +301,26 @@ def _run(args: argparse.Namespace) -> int:
         )
     if ctx.enabled:
         results["world_size"] = ctx.world_size
+    for key in ("limit_train", "limit_test"):  # the data evaluated on, when not all of it
+        if getattr(config.data, key) is not None:
+            results[key] = getattr(config.data, key)
+    results, bad = finite_or_none(results)
+    if bad:
+        results["error"] = (
+            f"non-finite {', '.join(bad)} (recorded as null): the model's parameters or "
+            "log-densities overflow; retrain it (lower --lr, set --grad-clip)"
+        )
     if ctx.is_main:
         update_eval_json(args.run_dir, results)
-        print(json.dumps(results))
+        print(json.dumps(results, allow_nan=False))
+    if bad:
+        raise NonFiniteResult(f"evaluation of {args.run_dir} gave {results['error']}")
+    if inherited and ctx.is_main:
+        listed = ", ".join(f"{k}={v}" for k, v in inherited.items())
+        print(
+            f"latentgap: note: evaluated with the run's {listed} (log Ẑ and the FID reference "
+            "use the training images, the NLL the test images); override with "
+            "--limit-train/--limit-test N or all",
+            file=sys.stderr,
+        )
     return 0

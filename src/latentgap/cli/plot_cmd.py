@@ -58,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.latent_tsne.suffix.lower() != ".png":
         raise ConfigError(f"--latent-tsne must name a .png file, got {args.latent_tsne}")
+    from latentgap.train.rundir import check_output_file
+
+    check_output_file(args.latent_tsne, "--latent-tsne")
     panels = []
     for run_dir in args.run_dirs:
         model, config, splits = load_run(run_dir, args.device, args.data_dir)
-        codes = collect_codes(model, splits.test, args.num, args.seed)
+        n = min(args.num, len(splits.test))  # as many generation codes as test codes
+        codes = collect_codes(model, splits.test, n, args.seed)
         mmd2, p = mmd_test(codes.encoder, codes.generation, seed=args.seed)
         acc = classifier_accuracy(codes.encoder, codes.generation, args.seed)
         numbers = {"consistency_mmd2": mmd2, "consistency_mmd_p": p, "consistency_c2st": acc}

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from latentgap.train.rundir import nonempty_path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -16,7 +18,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument("directory", type=Path, metavar="DIR")
     p.add_argument(
-        "--out", type=Path, metavar="PATH", help="HTML file or folder (default DIR/report/)"
+        "--out",
+        type=nonempty_path,
+        metavar="PATH",
+        help="HTML file or folder (default DIR/report/)",
     )
     p.add_argument(
         "--samples",
@@ -32,7 +37,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from latentgap.report import build_report
+    from latentgap.train.run import check_device
 
+    check_device(args.device)
     path = build_report(
         args.directory, args.out, samples=args.samples, data_dir=args.data_dir, device=args.device
     )

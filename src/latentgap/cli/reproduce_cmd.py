@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from latentgap.errors import ConfigError
+from latentgap.train.rundir import nonempty_path
 
 
 def add_parser(sub) -> None:
@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("table", nargs="?", metavar="TABLE", help="table name (see --list)")
     p.add_argument("--list", action="store_true", help="list the tables and budgets, then exit")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (results + runs)")
+    p.add_argument(
+        "--out", type=nonempty_path, metavar="DIR", help="output folder (results + runs)"
+    )
     p.add_argument(
         "--budget",
         choices=("smoke", "cpu", "full"),
@@ -86,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     TABLES.get(args.table)  # unknown name: one line listing the valid ones
     if args.out is None:
         raise ConfigError("--out DIR is required: the folder for results and runs")
+    from latentgap.train.run import check_device
+    from latentgap.train.rundir import check_output_dir
+
+    check_output_dir(args.out)
+    check_device(args.device)
     from latentgap.distributed import init_distributed, process_group_scope
 
     with process_group_scope():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import math
 from typing import Any
 
 from latentgap.config import ExperimentConfig
 from latentgap.errors import ConfigError
 from latentgap.presets import PRESETS, deep_merge
+from latentgap.train.rundir import nonempty_path
 
 
 def positive_int(text: str) -> int:
@@ -27,14 +28,46 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number (finite), got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    from latentgap.config import SEED_LIMIT
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**63), got {value}")
     return value
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model into a run directory")
-    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    p.add_argument("--out", required=True, type=nonempty_path, help="run directory to write")
     p.add_argument("--preset", help="named experiment (see 'latentgap list presets')")
     p.add_argument("--model", help="model name (see 'latentgap list models'); default vae")
     p.add_argument("--dataset", help="dataset name (see 'latentgap data list'); default mnist")
@@ -44,10 +77,10 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay", type=nonnegative_float)
     p.add_argument("--lr-halve-every", type=positive_int, metavar="EPOCHS")
     p.add_argument("--grad-clip", type=positive_float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_int)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument(
         "--data-dir", help="dataset root (else $LATENTGAP_DATA, else ~/.cache/latentgap)"
@@ -55,7 +88,7 @@ def add_parser(sub) -> None:
     p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, help="use only the first N test images")
     p.add_argument("--log-every", type=positive_int, metavar="ITERS")
-    p.add_argument("--sample-every", type=int, metavar="EPOCHS")
+    p.add_argument("--sample-every", type=nonnegative_int, metavar="EPOCHS")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="EPOCHS")
     p.add_argument("--tensorboard", action="store_true", help="also log to DIR/tensorboard")
     speed = p.add_argument_group("speed (all off by default; they pay off on GPUs)")
@@ -107,6 +140,32 @@ def set_dotted(values: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
+TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "lr_halve_every",
+    "grad_clip",
+    "seed",
+    "device",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "precision",
+    "compile",
+)
+# What a resumed run may change: how it trains, and for how long (train() keeps these).
+RESUME_MAY_CHANGE = (
+    "train.epochs",
+    "train.device",
+    "train.progress",
+    "train.precision",
+    "train.compile",
+    "train.channels_last",
+)
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """Defaults, then the preset, then explicit flags, then ``--set`` assignments."""
     values = ExperimentConfig().to_dict()
@@ -123,21 +182,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     values["model_options"].update({k: v for k, v in model_flags.items() if v is not None})
     data_flags = {"limit_train": args.limit_train, "limit_test": args.limit_test}
     values["data"].update({k: v for k, v in data_flags.items() if v is not None})
-    train_flags = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "lr_halve_every": args.lr_halve_every,
-        "grad_clip": args.grad_clip,
-        "seed": args.seed,
-        "device": args.device,
-        "log_every": args.log_every,
-        "sample_every": args.sample_every,
-        "checkpoint_every": args.checkpoint_every,
-        "precision": args.precision,
-        "compile": args.compile,
-    }
+    train_flags = {name: getattr(args, name) for name in TRAIN_FLAGS}
     values["train"].update({k: v for k, v in train_flags.items() if v is not None})
     if args.tensorboard:
         values["train"]["tensorboard"] = True
@@ -148,6 +193,69 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for assignment in args.set:
         set_dotted(values, assignment)
     return ExperimentConfig.from_dict(values)
+
+
+def explicit_settings(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(dotted config path, the flag that set it) for every setting given on the command line."""
+    given: list[tuple[str, str]] = []
+    if args.preset:
+        given.append(("preset", f"--preset {args.preset}"))
+    if args.model:
+        given.append(("model", f"--model {args.model}"))
+    if args.dataset:
+        given.append(("data.name", f"--dataset {args.dataset}"))
+    for name in ("arch", "latent_dim", "likelihood"):
+        if getattr(args, name) is not None:
+            given.append((f"model_options.{name}", f"--{name.replace('_', '-')}"))
+    for name in ("limit_train", "limit_test"):
+        if getattr(args, name) is not None:
+            given.append((f"data.{name}", f"--{name.replace('_', '-')}"))
+    for name in TRAIN_FLAGS:
+        if getattr(args, name) is not None:
+            given.append((f"train.{name}", f"--{name.replace('_', '-')}"))
+    if args.tensorboard:
+        given.append(("train.tensorboard", "--tensorboard"))
+    for assignment in args.set:
+        given.append((assignment.split("=", 1)[0], f"--set {assignment}"))
+    return given
+
+
+def _at(values: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return "(unset)"
+        values = values[part]
+    return values
+
+
+def check_resume_flags(args: argparse.Namespace, config: ExperimentConfig) -> None:
+    """ConfigError if flags given with ``--resume`` disagree with the run's saved config (a
+    resumed run keeps it, except for the settings of :data:`RESUME_MAY_CHANGE`)."""
+    from latentgap.errors import LatentgapError
+    from latentgap.train.checkpoint import load_checkpoint
+
+    try:
+        saved = ExperimentConfig.load(args.out / "config.json").to_dict()
+    except LatentgapError:
+        try:  # config.json damaged: resuming uses the checkpoint's copy anyway
+            saved = ExperimentConfig.from_dict(
+                load_checkpoint(args.out / "checkpoint.pt")["config"]
+            ).to_dict()
+        except (LatentgapError, KeyError, TypeError):
+            return  # train() reports the missing or damaged run
+    fresh = config.to_dict()
+    conflicts = [
+        f"{flag} (the run has {path}={json.dumps(_at(saved, path))})"
+        for path, flag in explicit_settings(args)
+        if path not in RESUME_MAY_CHANGE and _at(fresh, path) != _at(saved, path)
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"--resume continues {args.out} with its saved config, which these flags contradict: "
+            f"{'; '.join(conflicts)}; drop them (a resumed run may change only --epochs, "
+            "--device, --precision, --compile, --channels-last, --no-progress), or start a new "
+            "run with another --out"
+        )
 
 
 def validate_names(config: ExperimentConfig) -> None:
@@ -173,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     validate_names(config)
+    if args.resume:
+        check_resume_flags(args, config)
     with process_group_scope():
         result = train(
             config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir

@@ -94,6 +94,8 @@ def _decode_one(folder: Path, size: int, name: str) -> np.ndarray:
             return preprocess(image, size)
     except FileNotFoundError:
         raise file_error(NAME, folder, path, "listed in the partition file but missing") from None
+    except Image.DecompressionBombError as exc:  # more pixels than Pillow's guard allows
+        raise file_error(NAME, folder, path, f"too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise file_error(NAME, folder, path, f"not a usable image ({exc})") from exc
 

@@ -16,6 +16,9 @@ image is served. With ``binarize=False`` they are the gray levels in [0, 1] (kin
 from __future__ import annotations
 
 import gzip
+import hashlib
+import math
+import warnings
 import zlib
 from functools import partial
 from pathlib import Path
@@ -45,6 +48,7 @@ IDX_DTYPES: dict[int, str] = {
 }
 """IDX element-type codes (third byte of the magic number) → numpy dtype."""
 
+MAX_IDX_DIMS = 8  # IDX files in use have 1 to 4; numpy arrays allow at most 32 or 64
 IMAGES_MAGIC = 0x0803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x0801  # unsigned bytes, 1 dimension
 
@@ -67,6 +71,10 @@ FASHION_MNIST_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
 }
+
+KNOWN_MD5: dict[str, dict[str, str]] = {"mnist": MNIST_MD5, "fashion-mnist": FASHION_MNIST_MD5}
+"""The decoded md5 of each file of the published datasets: loading warns when the files of one
+are found under the other's name (e.g. Fashion-MNIST in ``mnist/``)."""
 
 MNIST_MIRRORS: list[str] = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -109,14 +117,14 @@ def parse_idx(data: bytes) -> np.ndarray:
     if len(data) < 4:
         raise IdxFormatError(f"only {len(data)} bytes, no room for the 4-byte IDX magic number")
     code, ndim = data[2], data[3]
-    if data[:2] != b"\0\0" or code not in IDX_DTYPES or ndim == 0:
+    if data[:2] != b"\0\0" or code not in IDX_DTYPES or not 1 <= ndim <= MAX_IDX_DIMS:
         raise IdxFormatError(f"magic number 0x{data[:4].hex()} is not an IDX header")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise IdxFormatError(f"{len(data)} bytes, shorter than its {header}-byte header")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # exact: no int64 overflow to wrap around
     if len(data) - header != expected:
         raise IdxFormatError(
             f"{len(data) - header} bytes of data after the header, expected {expected} "
@@ -134,7 +142,9 @@ def read_maybe_gzip(path: Path) -> bytes:
     return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
 
 
-def _read_idx(name: str, folder: Path, file: str, magic: int) -> np.ndarray:
+def _read_idx(
+    name: str, folder: Path, file: str, magic: int, mismatches: list[str] | None = None
+) -> np.ndarray:
     path = find_file(folder, file)
     if path is None:
         raise file_error(name, folder, folder / file, "file not found")
@@ -149,14 +159,28 @@ def _read_idx(name: str, folder: Path, file: str, magic: int) -> np.ndarray:
     got = int.from_bytes(data[:4], "big")
     if got != magic:
         raise file_error(name, folder, path, f"magic number 0x{got:08x}, expected 0x{magic:08x}")
+    if mismatches is not None and name in KNOWN_MD5:
+        owner = _owner(name, file, hashlib.md5(data).hexdigest())
+        if owner is not None:
+            mismatches.append(f"{file} is {owner}'s")
     return array
 
 
-def load_idx_split(name: str, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (N, 28, 28) uint8 images and (N,) labels of one split (``train`` or ``test``)."""
+def _owner(name: str, file: str, md5: str) -> str | None:
+    """The other published dataset whose file this decoded content is, if any."""
+    others = [n for n, sums in KNOWN_MD5.items() if n != name and sums.get(file) == md5]
+    return others[0] if others else None
+
+
+def load_idx_split(
+    name: str, folder: Path, split: str, mismatches: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, 28, 28) uint8 images and (N,) labels of one split (``train`` or ``test``).
+
+    Files whose content is another published dataset's are noted in ``mismatches``."""
     images_file, labels_file = SPLIT_FILES[split]
-    images = _read_idx(name, folder, images_file, IMAGES_MAGIC)
-    labels = _read_idx(name, folder, labels_file, LABELS_MAGIC)
+    images = _read_idx(name, folder, images_file, IMAGES_MAGIC, mismatches)
+    labels = _read_idx(name, folder, labels_file, LABELS_MAGIC, mismatches)
     if images.shape[1:] != (28, 28):
         path = find_file(folder, images_file) or folder / images_file
         raise file_error(name, folder, path, f"images of {images.shape[1:]}, expected (28, 28)")
@@ -179,13 +203,20 @@ def load_idx_dataset(name: str, folder: Path, *, binarize: bool = True) -> Split
     spec = DataSpec(name, (1, 28, 28), "binary" if binarize else "continuous")
     mode = "dynamic" if binarize else "none"
     sets = {}
+    mismatches: list[str] = []
     for split in SPLIT_FILES:
-        images, labels = load_idx_split(name, folder, split)
+        images, labels = load_idx_split(name, folder, split, mismatches)
         sets[split] = ImageSet(
             torch.from_numpy(images.copy()).unsqueeze(1),  # (N, 1, 28, 28) uint8
             torch.from_numpy(labels.astype(np.int64)),
             spec=spec,
             binarize=mode,
+        )
+    if mismatches:  # e.g. Fashion-MNIST files in mnist/: loading works, training misleads
+        warnings.warn(
+            f"dataset {name!r} in {folder} holds another dataset ({', '.join(mismatches)}); "
+            f"`latentgap data verify {name}` checks the files",
+            stacklevel=2,
         )
     return Splits(spec, sets["train"], sets["test"])
 

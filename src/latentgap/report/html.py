@@ -21,6 +21,7 @@ from typing import Any
 
 from latentgap.errors import ConfigError, LatentgapError
 from latentgap.report import figures
+from latentgap.train.rundir import check_output_file
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -64,6 +65,58 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ConfigError (one line) if it is unreadable or not an object."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read as JSON ({err}); fix or delete it") from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{path} holds {type(value).__name__}, not a JSON object; fix or delete it"
+        )
+    return value
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file; a torn last line (a killed run) is skipped, any
+    other line that is not a JSON object is a ConfigError."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read ({err}); fix or delete it") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # torn by a kill mid-write
+            record = None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path} line {number} is not a JSON object; fix or delete it")
+        records.append(record)
+    return records
+
+
+def run_key_dir(directory: Path, key: Any) -> Path:
+    """``directory / key`` for a run key of ``results.json``; ConfigError for a key that is not
+    a plain folder name inside ``directory`` (absolute, ``..``, nested or a link out of it)."""
+    ok = isinstance(key, str) and key not in ("", ".", "..") and "/" not in key and "\\" not in key
+    if ok:
+        path = Path(directory) / key
+        root = Path(directory).resolve()
+        ok = path.resolve().parent == root
+    if not ok:
+        raise ConfigError(
+            f"{Path(directory) / 'results.json'} names run {key!r}, which is not a folder inside "
+            f"{directory}; a report reads runs inside its folder only"
+        )
+    return path
+
+
 def run_section(
     run_dir: Path,
     out_dir: Path,
@@ -74,14 +127,13 @@ def run_section(
     device: str = "cpu",
 ) -> str:
     """The HTML of one run directory; figures are written to ``out_dir`` as ``<prefix>*.png``."""
-    from latentgap.train.metrics_log import read_metrics
-
     parts: list[str] = []
     sub = "h3"
     config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = read_json_object(config_path) if config_path.exists() else {}
     parts.append(f"<{sub}>Configuration</{sub}>")
-    summary = f"{config.get('model', '?')} on {config.get('data', {}).get('name', '?')}"
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    summary = f"{config.get('model', '?')} on {data.get('name', '?')}"
     summary += f", preset {config['preset']}" if config.get("preset") else ""
     parts.append(
         f"<details><summary>{_esc(summary)} (config.json)</summary>"
@@ -90,10 +142,9 @@ def run_section(
     eval_path = run_dir / "eval.json"
     if eval_path.exists():
         parts.append(f"<{sub}>Metrics (eval.json)</{sub}>")
-        parts.append(metrics_table(json.loads(eval_path.read_text())))
-    records = (
-        read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    )
+        parts.append(metrics_table(read_json_object(eval_path)))
+    metrics = run_dir / "metrics.jsonl"
+    records = read_records(metrics) if metrics.exists() else []
     curves = [
         (figures.loss_curves(records, out_dir / f"{prefix}loss.png"), "losses"),
         (figures.vaepp_curves(records, out_dir / f"{prefix}vaepp-prior.png"), "β and log Ẑ"),
@@ -177,6 +228,26 @@ def table_section(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _table_runs(directory: Path, results: dict[str, Any]) -> list[str]:
+    """The run keys of a ``results.json`` whose folders hold a run; ConfigError for a
+    malformed file or a key that points outside ``directory``."""
+    for section in ("runs", "cells", "machine"):
+        entries = results.get(section, {})
+        if not isinstance(entries, dict) or (
+            section != "machine" and not all(isinstance(v, dict) for v in entries.values())
+        ):
+            raise ConfigError(
+                f"{directory / 'results.json'}: {section!r} is not an object of objects; "
+                "rerun latentgap reproduce to rewrite it"
+            )
+    keys = [
+        k for k in results.get("runs", {}) if (run_key_dir(directory, k) / "config.json").exists()
+    ]
+    for key in keys:
+        read_json_object(run_key_dir(directory, key) / "config.json")
+    return keys
+
+
 def build_report(
     directory: str | Path,
     out: str | Path | None = None,
@@ -197,20 +268,25 @@ def build_report(
     if out_path.suffix.lower() != ".html":
         out_path = out_path / "index.html"
     out_dir = out_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_file(out_path)
     options = {"samples": samples, "data_dir": data_dir, "device": device}
     if (directory / "results.json").exists():
-        results = json.loads((directory / "results.json").read_text())
+        results = read_json_object(directory / "results.json")
+        keys = _table_runs(directory, results)  # all inputs checked before anything is written
+        out_dir.mkdir(parents=True, exist_ok=True)
         title = f"{results.get('table')}: {results.get('title', '')}"
         parts = [f"<h1>{_esc(title)}</h1>", f"<p>{_esc(results.get('source', ''))}</p>"]
         parts.append(table_section(results))
-        keys = [k for k in results.get("runs", {}) if (directory / k / "config.json").exists()]
         links = "".join(f'<li><a href="#{_esc(k)}">{_esc(k)}</a></li>' for k in keys)
         parts.append(f"<h2>Runs</h2><ul>{links}</ul>" if keys else "")
         for key in keys:
             parts.append(f'<h2 id="{_esc(key)}">Run {_esc(key)}</h2>')
-            parts.append(run_section(directory / key, out_dir, prefix=f"{key}-", **options))
+            parts.append(
+                run_section(run_key_dir(directory, key), out_dir, prefix=f"{key}-", **options)
+            )
     elif (directory / "config.json").exists():
+        read_json_object(directory / "config.json")
+        out_dir.mkdir(parents=True, exist_ok=True)
         title = f"Run {directory.resolve().name}"
         parts = [f"<h1>{_esc(title)}</h1>", run_section(directory, out_dir, **options)]
     else:

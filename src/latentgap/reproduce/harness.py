@@ -206,7 +206,11 @@ class Results:
             + sum(c.get("eval_wall_s", 0.0) for c in self.cells.values()),
             1,
         )
-        atomic_write_text(self.out / RESULTS_JSON, json.dumps(self.data, indent=2) + "\n")
+        from latentgap.train.run import finite_or_none
+
+        data, _ = finite_or_none(self.data)  # JSON has no NaN
+        text = json.dumps(data, indent=2, allow_nan=False)
+        atomic_write_text(self.out / RESULTS_JSON, text + "\n")
         atomic_write_text(self.out / RESULTS_MD, render_markdown(self.data, self.table))
 
 
@@ -247,6 +251,12 @@ def reproduce(
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
     b = BUDGETS[budget]
+    from latentgap.metrics.inception import EXTRACTORS
+
+    if fid_extractor is not None and fid_extractor not in EXTRACTORS:
+        raise ConfigError(  # before any training, not when the first FID cell is evaluated
+            f"unknown FID extractor {fid_extractor!r}; choose one of: {', '.join(sorted(EXTRACTORS))}"
+        )
     ctx = init_distributed(device)
     if not ctx.is_main:
         log = _silent

@@ -55,9 +55,11 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            err.filename = str(path)  # "No space left on device" says where
         raise
     _fsync_dir(path.parent)
 
@@ -67,10 +69,39 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+class _ErrorKeepingFile:
+    """A file wrapper that keeps the OSError of a failed write: ``torch.save`` turns it into a
+    RuntimeError without the errno ("unexpected pos"), which hides a full disk."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Save ``state`` (plain data only) atomically to ``path``."""
     state = {"format": FORMAT_VERSION, **state}
-    atomic_write(path, lambda f: torch.save(state, f))
+
+    def write(f) -> None:
+        kept = _ErrorKeepingFile(f)
+        try:
+            torch.save(state, kept)
+        except RuntimeError:
+            if kept.error is not None:
+                raise kept.error from None
+            raise
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -83,13 +114,56 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
+        detail = (str(err).strip().splitlines() or ["no detail"])[0][:120]
+        empty = " (an empty file)" if path.is_file() and path.stat().st_size == 0 else ""
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-            "it is corrupt or not a latentgap checkpoint"
+            f"checkpoint {path}{empty} cannot be read ({type(err).__name__}: {detail}); "
+            "it is corrupt or not a latentgap checkpoint: retrain, or restore it"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a latentgap checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+RESUME_FIELDS = ("model", "optimizers", "schedulers", "epoch", "iteration", "config")
+"""What resuming a run needs from its checkpoint (:func:`check_state`)."""
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "optimizers": dict,
+    "schedulers": dict,
+    "epoch": int,
+    "iteration": int,
+    "config": dict,
+    "world_size": int,
+    "phases": list,
+    "spec": dict,
+}
+
+
+def check_state(state: dict[str, Any], path: Path, required: tuple[str, ...]) -> None:
+    """CheckpointError unless ``state`` holds ``required`` entries of the right types (the model
+    as a dict of tensors); optional entries that are present are type-checked too."""
+    for key, kind in _FIELD_TYPES.items():
+        if key not in state:
+            if key in required:
+                raise CheckpointError(
+                    f"checkpoint {path} has no {key!r} entry; it is damaged or was not written "
+                    "by latentgap train: retrain, or restore it"
+                )
+            continue
+        value = state[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(
+                f"checkpoint {path}: {key!r} is a {type(value).__name__}, expected a "
+                f"{getattr(kind, '__name__', kind)}; it is damaged: retrain, or restore it"
+            )
+    model = state.get("model", {})
+    bad = [k for k, v in model.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path}: model entry {bad[0]!r} is not a tensor; it is damaged: "
+            "retrain, or restore it"
+        )
 
 
 def load_model_state(model: torch.nn.Module, state_dict: dict[str, Any], source: Path) -> None:
@@ -114,10 +188,14 @@ def export_safetensors(model: torch.nn.Module, config: dict[str, Any], out_dir: 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     weights = out_dir / "model.safetensors"
     tmp = out_dir / ".model.safetensors.tmp"
-    save_file(
-        tensors, str(tmp), metadata={"format": "latentgap", "model": str(config.get("model"))}
-    )
-    os.replace(tmp, weights)
+    try:
+        save_file(
+            tensors, str(tmp), metadata={"format": "latentgap", "model": str(config.get("model"))}
+        )
+        os.replace(tmp, weights)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     return weights
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from latentgap.train.checkpoint import atomic_write
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -35,8 +36,5 @@ def save_image_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -
     mode = "L" if grid.shape[2] == 1 else "RGB"
     img = Image.fromarray(grid[:, :, 0] if mode == "L" else grid, mode=mode)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path

@@ -1,13 +1,19 @@
 """Runs as directories: create (never overwriting unasked), train, resume, load for evaluation.
 
 A run directory holds ``config.json`` (the :class:`ExperimentConfig`), ``checkpoint.pt``,
-``metrics.jsonl``, ``samples.png`` (+ ``samples/``) and, after evaluation, ``eval.json``.
+``metrics.jsonl``, ``samples.png`` (+ ``samples/``) and, after evaluation, ``eval.json``; while a
+process trains into it, ``.lock`` is locked by that process (:mod:`latentgap.train.rundir`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib.util
 import json
-import shutil
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,22 +23,54 @@ import torch
 from latentgap.config import ExperimentConfig
 from latentgap.data import DataSpec, Splits, get_dataset
 from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
-from latentgap.errors import CheckpointError, ConfigError, LatentgapError
+from latentgap.errors import CheckpointError, ConfigError, DataError, LatentgapError
 from latentgap.models import GenerativeModel, build_model
-from latentgap.train.checkpoint import atomic_write_text, load_checkpoint, load_model_state
+from latentgap.train.checkpoint import (
+    RESUME_FIELDS,
+    atomic_write_text,
+    check_state,
+    load_checkpoint,
+    load_model_state,
+)
+from latentgap.train.rundir import (
+    RUN_FILES,
+    RunLock,
+    check_output_dir,
+    clear_run,
+    existing_run_files,
+    is_run_config,
+    remove_stale_temp_files,
+)
 from latentgap.train.trainer import CHECKPOINT, Trainer
 
-RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.png", "eval.json")
-RUN_DIRS = ("samples", "tensorboard", "export")
+DEVICE_PATTERN = re.compile(r"cuda(?::(\d+))?")
 
 
 def check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    """ConfigError unless ``device`` names a device this machine has (cpu, cuda[:N], mps)."""
+    if device == "cpu":
+        return
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(
+                "--device mps asked for, but this machine has no MPS (Apple GPU) device; "
+                "use --device cpu"
+            )
+        return
+    match = DEVICE_PATTERN.fullmatch(device) if isinstance(device, str) else None
+    if match is None:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
         raise ConfigError(
-            "--device cuda asked for, but no CUDA device is available; use --device cpu"
+            f"--device {device} asked for, but no CUDA device is available; use --device cpu"
         )
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise ConfigError(
+            f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to "
+            f"cuda:{count - 1}"
+        )
 
 
 def load_splits(config: ExperimentConfig, data_dir: str | None = None) -> Splits:
@@ -40,29 +78,70 @@ def load_splits(config: ExperimentConfig, data_dir: str | None = None) -> Splits
     return splits.limit(config.data.limit_train, config.data.limit_test)
 
 
-def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to overwrite an existing run unless ``force``; ``resume`` needs a checkpoint."""
+def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Whether a run may be written to ``out`` (creates and deletes nothing): refuse to
+    overwrite an existing run unless ``force``; ``resume`` needs a checkpoint."""
     out = Path(out)
     if resume and force:
         raise ConfigError("--resume and --force contradict each other; pick one")
-    existing = [f for f in RUN_FILES if (out / f).exists()]
+    check_output_dir(out)
     if resume:
         if not (out / CHECKPOINT).exists():
             raise CheckpointError(
                 f"nothing to resume: {out / CHECKPOINT} does not exist; drop --resume"
             )
         return
+    existing = existing_run_files(out)
     if existing and not force:
         raise ConfigError(
             f"run directory {out} already holds a run ({', '.join(existing)}); "
             "pass --resume to continue it or --force to overwrite it"
         )
-    if existing and force:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
+    config = out / "config.json"
+    if force and config.exists() and not is_run_config(config):
+        raise ConfigError(
+            f"{config} is not a latentgap run config, so --force will not overwrite it; "
+            "choose another --out"
+        )
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """:func:`check_run_dir`, then create ``out``; ``force`` deletes the old run's files (only
+    those latentgap wrote); temporary files of killed writes are removed. Call it holding the
+    run's :class:`RunLock`, once the new run is known to start."""
+    out = Path(out)
+    check_run_dir(out, resume=resume, force=force)
     out.mkdir(parents=True, exist_ok=True)
+    if force:
+        clear_run(out)
+    remove_stale_temp_files(out)
+
+
+def _on_rank0(ctx: DistContext, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` on rank 0 only; if it fails, every rank stops (not only rank 0)."""
+    failure: BaseException | None = None
+    if ctx.is_main:
+        try:
+            fn()
+        except (LatentgapError, OSError) as err:
+            failure = err
+    if ctx.any(failure is not None):
+        raise failure or ConfigError("rank 0 could not prepare the run directory (see its error)")
+
+
+def check_training_set(splits: Splits, config: ExperimentConfig, ctx: DistContext) -> None:
+    """DataError for a training set too small to train on (empty, or fewer images than ranks)."""
+    n = len(splits.train)
+    if n == 0:
+        raise DataError(
+            f"dataset {config.data.name!r} has no training images; check its files "
+            f"(`latentgap data verify {config.data.name}`)"
+        )
+    if n < ctx.world_size:
+        raise DataError(
+            f"{n} training image(s) for {ctx.world_size} processes; raise --limit-train or "
+            "use fewer processes"
+        )
 
 
 @dataclass
@@ -83,50 +162,75 @@ def train(
     data_dir: str | None = None,
 ) -> TrainResult:
     """Train (or resume) the run in ``out``. On resume the saved config wins, except that
-    ``config.train.epochs`` may extend it."""
+    ``config.train.epochs`` may extend it.
+
+    Everything is checked first (device, run directory, checkpoint, data, model); only then is
+    the run directory locked (:class:`RunLock`, held until training ends), the old run's files
+    deleted (``force``) and the new config written."""
     out = Path(out)
     check_device(config.train.device)
     ctx = init_distributed(config.train.device)
-    failure: LatentgapError | None = None
-    if ctx.is_main:
-        try:
-            prepare_run_dir(out, resume=resume, force=force)
-        except LatentgapError as err:
-            failure = err
-    if ctx.any(failure is not None):  # every rank stops, not only rank 0
-        raise failure or ConfigError("rank 0 could not prepare the run directory (see its error)")
-    barrier()
+    _on_rank0(ctx, lambda: check_run_dir(out, resume=resume, force=force))  # fail fast
     state = None
     if resume:
         state = load_checkpoint(out / CHECKPOINT)
+        check_state(state, out / CHECKPOINT, RESUME_FIELDS)
         saved = ExperimentConfig.from_dict(state["config"])
         saved.train.epochs = max(saved.train.epochs, config.train.epochs)
         for name in ("device", "progress", "precision", "compile", "channels_last"):
             setattr(saved.train, name, getattr(config.train, name))  # how, not what, to train
         config = saved
     splits = load_splits(config, data_dir)
+    check_training_set(splits, config, ctx)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.model_options, splits.spec)
+    if config.train.compile and model.compile_unsupported:
+        raise ConfigError(
+            f"--compile does not work with model {config.model!r}: "
+            f"{model.compile_unsupported}; drop --compile"
+        )
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(  # MetricsLog's own check would come after --force cleared the run
+            "--tensorboard needs the tensorboard package: pip install 'latentgap[tensorboard]'"
+        )
     device = resolve_device(config.train.device, ctx)
-    trainer = Trainer(model, config, splits, out, device, ctx)
-    if state is not None:
-        trainer.load_state_dict(state, out / CHECKPOINT)
-    elif ctx.is_main:
-        config.save(out / "config.json")
-    record = trainer.fit()
+    with contextlib.ExitStack() as stack:
+
+        def start() -> None:  # everything is validated: only now touch the run directory
+            stack.enter_context(RunLock(out))
+            prepare_run_dir(out, resume=resume, force=force)
+            if state is None:
+                config.save(out / "config.json")
+
+        _on_rank0(ctx, start)
+        barrier()
+        trainer = Trainer(model, config, splits, out, device, ctx)
+        if state is not None:
+            trainer.load_state_dict(state, out / CHECKPOINT)
+        record = trainer.fit()
     return TrainResult(out, record, trainer.model, config, ctx.is_main)
 
 
 def load_run(
-    run_dir: Path, device: str = "cpu", data_dir: str | None = None, load_data: bool = True
+    run_dir: Path,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    load_data: bool = True,
+    data: dict[str, Any] | None = None,
 ) -> tuple[GenerativeModel, ExperimentConfig, Splits | None]:
-    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data."""
+    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data.
+
+    ``data`` overrides fields of the run's data config (e.g. ``{"limit_train": None}``: the
+    whole training set, whatever the run was trained on); the returned config has them."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     check_device(device)
     config = ExperimentConfig.load(run_dir / "config.json")
+    if data:
+        config.data = dataclasses.replace(config.data, **data)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
+    check_state(state, run_dir / CHECKPOINT, ("model",))
     splits = load_splits(config, data_dir) if load_data else None
     spec = splits.spec if splits is not None else spec_from_state(state, run_dir)
     model = build_model(config.model, config.model_options, spec)
@@ -144,22 +248,48 @@ def spec_from_state(state: dict, source: Path) -> DataSpec:
         raise CheckpointError(f"{source} records no data spec; it predates this version") from None
 
 
+def finite_or_none(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``value`` with every NaN/Inf float (also nested in lists and dicts) replaced by None, and
+    the dotted paths of those replaced: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [path]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = finite_or_none(v, f"{path}.{k}" if path else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, (list, tuple)):
+        items = [finite_or_none(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [p for _, b in items for p in b]
+    return value, []
+
+
 def update_eval_json(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``results`` into ``DIR/eval.json`` (written atomically) and return the merged dict."""
+    """Merge ``results`` into ``DIR/eval.json`` (written atomically, valid JSON: non-finite
+    numbers become null) and return the merged dict."""
     path = run_dir / "eval.json"
     merged: dict[str, Any] = {}
     if path.exists():
         try:
             merged = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            merged = {}
+        if not isinstance(merged, dict):
             merged = {}
     merged.update(results)
-    atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    merged, _ = finite_or_none(merged)
+    text = json.dumps(merged, indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(path, text + "\n")
     return merged
 
 
 __all__ = [
+    "RUN_FILES",
     "DistContext",
+    "check_device",
+    "check_run_dir",
+    "finite_or_none",
     "TrainResult",
     "load_run",
     "load_splits",

@@ -222,8 +222,13 @@ class Trainer:
         ]
 
     def save(self) -> Path:
+        """Write the checkpoint, unless a parameter is no longer finite (then stop, keeping the
+        previous checkpoint). Buffers may hold NaN as "not estimated yet" (VAEPP's log Ẑ)."""
         path = self.out_dir / CHECKPOINT
         self.check_in_sync()
+        for name, value in self.model.named_parameters():
+            if not bool(torch.isfinite(value).all()):
+                self._diverged(f"parameter {name}", "non-finite", self.epoch)
         if self.ctx.is_main:
             save_checkpoint(path, self.state_dict())
         return path
@@ -260,6 +265,7 @@ class Trainer:
             for sched in self.schedulers.values():
                 sched.step()
             record.update(self._evaluate_test(phase))
+            self._check_finite(record, self.epoch)  # a NaN test loss: no samples, no checkpoint
             with self._same_rng_on_every_rank():
                 record.update(self.model.end_epoch(phase.name, self.train_set))
             next_phase = phase_at(self.phases, self.epoch) if self.epoch < tc.epochs else None
@@ -395,12 +401,14 @@ class Trainer:
             stacked = self.ctx.all_reduce_sum(stacked) / self.ctx.world_size
         return dict(zip(keys, stacked.tolist(), strict=True))
 
-    def _check_finite(self, values: dict[str, float]) -> None:
+    def _check_finite(self, values: dict[str, Any], epoch: int | None = None) -> None:
         for key, value in values.items():
             if (key == "loss" or key.endswith("_loss")) and not math.isfinite(value):
-                self._diverged(key, value)
+                self._diverged(key, value, epoch)
 
-    def _diverged(self, name: str, value: float) -> None:
+    def _diverged(self, name: str, value: float | str, epoch: int | None = None) -> None:
+        """Stop training (TrainingDiverged); ``epoch`` (1-based) defaults to the running one."""
+        epoch = self.epoch + 1 if epoch is None else epoch
         path = self.out_dir / CHECKPOINT
         kept = (
             f"the last good checkpoint ({path}) is kept"
@@ -411,13 +419,13 @@ class Trainer:
             {
                 "event": "diverged",
                 "loss": name,
-                "epoch": self.epoch + 1,
+                "epoch": epoch,
                 "iteration": self.iteration,
             }
         )
         self.log.close()
         raise TrainingDiverged(
-            f"training stopped: {name} became {value} in epoch {self.epoch + 1} "
+            f"training stopped: {name} became {value} in epoch {epoch} "
             f"(iteration {self.iteration}); {kept}; lower --lr (now {self.tc.lr:g}) or set --grad-clip"
         )
 
