@@ -56,12 +56,58 @@ VARIANTS: dict[str, dict] = {
         "kde_bandwidth": 0.3,
         "sampler_steps": 3,
     },
+    # the SVGD estimator without its j = i self-attraction (stein.svgd, leave_one_out)
+    "mixture, sinkhorn, M=100, leave-one-out": {
+        "sampler_target": "mixture",
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.3 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.3,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 1.5 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 1.5,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.7 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.7,
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=100, leave-one-out, 3 sampler steps per batch": {
+        "sampler_target": "kde",
+        "sampler_leave_one_out": True,
+        "sampler_steps": 3,
+    },
+    "kde, Scott bandwidth, M=200, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_particles": 200,
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=400, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.5 x Scott, M=400, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.5,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
 }
 
 
-def train_sampler(model, train, options: dict, steps: int, lr: float, seed: int) -> float:
-    """Re-initialise the sampler and train it for ``steps`` batches with ``options``; seconds."""
-    model.config = dataclasses.replace(model.config, **options)
+def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed: int) -> float:
+    """Re-initialise the sampler and train it for ``steps`` batches with the run's config
+    ``base`` changed by ``options``; seconds."""
+    model.config = dataclasses.replace(base, **{"sampler_leave_one_out": False, **options})
     torch.manual_seed(seed)
     for m in model.sampler.modules():
         if hasattr(m, "reset_parameters"):
@@ -117,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for param in [*model.encoder.parameters(), *model.decoder.parameters()]:
         param.requires_grad_(False)
     model.fit_reference_density(splits.train)
+    base = model.config
     results = {
         "command": shlex.join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "run": str(args.run_dir),
@@ -129,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, options in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        seconds = train_sampler(model, splits.train, options, args.steps, config.train.lr, 0)
+        seconds = train_sampler(
+            model, base, splits.train, options, args.steps, config.train.lr, args.seed
+        )
         row = {"options": options, "seconds": seconds}
         row.update(distance(model, splits.test, "sampler-net", args.n, args.seed))
         results["variants"][name] = row
