@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(entry)
 
     if want("ldc-step"):
-        ldc = PRESETS.get("ldc-vae-mnist-small").values["model_options"]
+        ldc = PRESETS.get("ldc-vae-mnist-mlp").values["model_options"]
         spec = DataSpec("mnist", (1, 28, 28), "continuous")
         model = build_model("ldc-vae", ldc, spec).to(device).train()
         groups = model.parameter_groups()

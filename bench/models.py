@@ -35,7 +35,7 @@ SMALL = (
     "vae-mnist-small",
     "vaepp-mnist-small",
     "vaepp-naive-mnist-small",
-    "ldc-vae-mnist-small",
+    "ldc-vae-mnist-mlp",
     "vae-rae-mnist-small",
     "cv-vae-mnist-small",
     "wae-mmd-mnist-small",

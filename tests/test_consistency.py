@@ -85,3 +85,12 @@ def test_plot_latent_tsne_and_evaluate_consistency(tmp_path, capsys):
         assert 0 < numbers["consistency_mmd_p"] <= 1 and 0 <= numbers["consistency_c2st"] <= 1
     assert main(["evaluate", runs[0], "--consistency"]) == 0
     assert "consistency_mmd2" in json.loads(capsys.readouterr().out)
+    # LDC-VAE: particle spread, the encoder-gmm reference's two-sample numbers and its FID
+    args = ["evaluate", runs[2], "--consistency", "--fid", "--fid-extractor", "pixels"]
+    assert main([*args, "--fid-samples", "32", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["consistency_within_spread"] > 0 and out["consistency_between_spread"] > 0
+    ratio = out["consistency_within_spread"] / out["consistency_between_spread"]
+    assert out["consistency_spread_ratio"] == pytest.approx(ratio)
+    assert out["consistency_gmm_mmd2"] >= 0 and 0 <= out["consistency_gmm_c2st"] <= 1
+    assert out["fid_sample_encoder_gmm"] > 0 and "fid_sample" in out

@@ -88,8 +88,71 @@ def test_gibbs_score_matches_closed_form(toy):
     resid = x.flatten(1).unsqueeze(1) - (z @ W.T + c)  # (4, 3, 64)
     expected = 2.0 / sigma2 * resid @ W - 0.5 * z
     torch.testing.assert_close(scores, expected.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sigma2, resid.pow(2).mean().detach())  # residual σ² (default)
+    model.config.sigma2_estimator = "norm-variance"
+    _, _, sigma2 = model._paired_scores(z, x, None)
     norms = resid.pow(2).sum(-1).sqrt()
-    torch.testing.assert_close(sigma2, norms.var(correction=0).detach())  # Section 5.1
+    torch.testing.assert_close(sigma2, norms.var(correction=0).detach())
+
+
+def test_residual_sigma2_recovers_the_noise_variance_of_a_linear_decoder(toy):
+    """x = Wz* + c + ε, ε ~ N(0, s² I): at the true codes the default σ² estimates s² within 3
+    standard errors (s²·√(2/N) for N residual entries); the norm-variance reading does not (it
+    is ≈ s²/2 here whatever s², the variance of a χ-distributed norm)."""
+    model = linear_decoder_model(toy.spec)
+    layer = model.decoder.net[0]
+    g = torch.Generator().manual_seed(3)
+    b, s2 = 400, 0.02
+    z_true = torch.randn(b, 1, 3, generator=g)  # (B, 1, D)
+    with torch.no_grad():
+        clean = (z_true[:, 0] @ layer.weight.T + layer.bias).reshape(b, 1, 8, 8)
+    x = clean + s2**0.5 * torch.randn(clean.shape, generator=g)
+    _, _, sigma2 = model._paired_scores(z_true, x, None)
+    n = b * toy.spec.dim
+    assert abs(float(sigma2) - s2) < 3 * s2 * (2 / n) ** 0.5
+    model.config.sigma2_estimator = "norm-variance"
+    _, _, norm_var = model._paired_scores(z_true, x, None)
+    assert abs(float(norm_var) - s2 / 2) < 0.2 * s2 / 2  # χ_64 variance ≈ s²/2
+    assert float(norm_var) < 0.6 * s2
+
+
+def test_kde_score_matches_autograd():
+    """Closed-form ∇ log (1/N) Σ N(z; c_i, h² I) equals autograd of its log density."""
+    g = torch.Generator().manual_seed(4)
+    z, codes, h2 = torch.randn(7, 3, generator=g), torch.randn(11, 3, generator=g), 0.3
+    zg = z.clone().requires_grad_(True)
+    log_p = torch.logsumexp(-((zg[:, None] - codes[None]) ** 2).sum(-1) / (2 * h2), dim=-1)
+    (expected,) = torch.autograd.grad(log_p.sum(), zg)
+    torch.testing.assert_close(ldc_vae.kde_score(z, codes, h2), expected, rtol=1e-4, atol=1e-5)
+    # Scott's rule: h = N^(-1/(D+4)) s for unit-variance codes
+    many = torch.randn(20000, 3, generator=g)
+    assert float(ldc_vae.scott_bandwidth2(many)) == pytest.approx(20000 ** (-2 / 7), rel=0.05)
+
+
+def test_particle_spread_separates_within_and_between():
+    """Codes μ_b + τ ε: within-image spread ≈ τ, between-image spread ≈ the spread of μ_b."""
+    g = torch.Generator().manual_seed(5)
+    mu = 2.0 * torch.randn(500, 1, 4, generator=g)
+    z = mu + 0.1 * torch.randn(500, 50, 4, generator=g)
+    within, between = ldc_vae.particle_spread(z)
+    assert float(within) == pytest.approx(0.1 * (49 / 50) ** 0.5, rel=0.03)
+    assert float(between) == pytest.approx(2.0, rel=0.1)
+
+
+def test_output_activation_follows_the_data_range(toy):
+    """ "auto" gives a sigmoid decoder for [0, 1] data (as RAE's and the VAE's); "tanh" and
+    "identity" on request; the activation is the decoder net's, not a model-side link."""
+    model = small_model(toy.spec)
+    assert model.output == "sigmoid"
+    z = 50 * torch.randn(20, 3)
+    out = model.decode(z)
+    assert out.min() >= 0 and out.max() <= 1 and (out - out.clamp(0.01, 0.99)).abs().max() > 0
+    tanh = small_model(toy.spec, output="tanh").decode(z)
+    assert tanh.min() < -0.5 and tanh.max() <= 1
+    raw = small_model(toy.spec, output="identity").decode(z)
+    assert raw.abs().max() > 1
+    with pytest.raises(ConfigError, match="not arch_options"):
+        small_model(toy.spec, arch_options={"hidden": [32], "output_activation": "tanh"})
 
 
 @pytest.mark.parametrize("normalizer", ["none", "encoder"])
@@ -129,7 +192,13 @@ def test_sinkhorn_responsibilities_are_balanced():
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"sampler_target": "paired"}, {"mixture_normalizer": "sinkhorn"}]
+    "options",
+    [
+        {},
+        {"sampler_target": "paired"},
+        {"sampler_target": "mixture", "mixture_normalizer": "sinkhorn"},
+        {"sampler_target": "mixture", "sampler_anneal": 4.0, "sampler_anneal_iters": 10},
+    ],
 )
 def test_steps_update_only_their_group(toy, options):
     model = small_model(toy.spec, **options)
@@ -144,6 +213,21 @@ def test_steps_update_only_their_group(toy, options):
             touched = [p.grad is not None and p.grad.abs().sum() > 0 for p in params]
             assert all(touched) if name == step else not any(touched), (step, name)
     assert torch.isfinite(model.last_sigma2)
+
+
+def test_kde_memory_is_first_in_first_out_and_annealing_decays(toy):
+    model = small_model(toy.spec, kde_memory=5, sampler_anneal=3.0, sampler_anneal_iters=4)
+    model._remember(torch.arange(12.0).reshape(4, 3))
+    model._remember(torch.arange(12.0, 24.0).reshape(4, 3))  # 8 codes into 5 slots
+    assert int(model.memory_count) == 8
+    kept = {tuple(r) for r in model.code_memory.tolist()}
+    assert kept == {tuple(float(v) for v in range(3 * i, 3 * i + 3)) for i in range(3, 8)}
+    factors = []
+    for _ in range(6):
+        factors.append(model._anneal())
+        model.sampler_updates += 1
+    assert factors == pytest.approx([3.0, 2.5, 2.0, 1.5, 1.0, 1.0])
+    assert "code_memory" in model.state_dict() and "sampler_updates" in model.state_dict()
 
 
 def test_encoder_gradient_is_the_chain_rule_of_phi(toy):
@@ -175,7 +259,7 @@ def test_config_errors(toy):
 
 
 def test_presets_are_valid():
-    for name in ("ldc-vae-mnist", "ldc-vae-mnist-small"):
+    for name in ("ldc-vae-mnist", "ldc-vae-mnist-small", "ldc-vae-mnist-mlp"):
         config = ExperimentConfig.from_dict(PRESETS.get(name).values)
         assert config.model == "ldc-vae"
         ldc_vae.LDCVAEConfig(**config.model_options)
@@ -200,7 +284,8 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
     result = train(config, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     train_records = [r for r in records if r.get("split") == "train"]
-    assert len(train_records) == 4  # 4 batches an epoch: 2 iterations of (autoencoder, sampler)
+    # 4 batches an epoch, each one iteration of (autoencoder, sampler) on that batch: 2 × 4
+    assert len(train_records) == 8
     for r in records:
         for key in ("autoencoder_loss", "sampler_loss", "rec_mse", "sigma2", "test_loss"):
             if key in r:
@@ -217,3 +302,38 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
     assert a.min() >= 0 and a.max() <= 1
     batch = toy.test.make_batch(torch.arange(4))
     assert fresh.reconstruct(batch).shape == (4, 1, 8, 8)
+
+
+def test_kde_target_sampler_matches_the_codes_only_with_leave_one_out(toy):
+    """The default sampler step (KDE target of encoder codes, SVGD without its j = i term) trains
+    a sampler net whose codes have the target's per-dimension std √(s_d² + h²) (within 20 %) in
+    8-D with 100 particles; with the j = i self-attraction the net under-disperses (in every
+    dimension, by more than 15 % on average)."""
+    d, scale = 8, torch.linspace(0.5, 2.0, 8)
+    codes = 1.0 + scale * torch.randn(1000, d, generator=torch.Generator().manual_seed(1))
+    ratios = {}
+    for loo in (True, False):
+        model = small_model(
+            toy.spec,
+            latent_dim=d,
+            sampler_noise_dim=8,
+            sampler_hidden=[64, 64],
+            sampler_particles=100,
+            sampler_leave_one_out=loo,
+        )
+        model._remember(codes)
+        opt = torch.optim.Adam(model.sampler.parameters(), lr=3e-3)
+        x = toy.train.gray(torch.arange(4))
+        for _ in range(400):
+            loss = model.sampler_loss(x).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            z = model.sampler_latents(4000, torch.Generator().manual_seed(2))
+        target = (scale**2 + ldc_vae.scott_bandwidth2(codes)).sqrt()
+        ratios[loo] = z.std(0) / target
+        assert (z.mean(0) - 1.0).abs().max() < 0.5
+    assert ((ratios[True] > 0.8) & (ratios[True] < 1.2)).all(), ratios[True]
+    assert (ratios[False] < ratios[True]).all(), ratios
+    assert ratios[False].mean() < 0.85 * ratios[True].mean(), ratios

@@ -202,3 +202,24 @@ def test_default_mnist_nets(name: str) -> None:
         assert encoder(x).shape == (2, 2 * d)
         assert decoder(torch.randn(2, d)).shape == (2, 1, 28, 28)
         assert critic(x).shape == (2,)
+
+
+@pytest.mark.parametrize("arch, options", [("mlp", {"hidden": [8]}), ("rae", {"width": 2})])
+def test_decoder_output_activation(arch, options):
+    """sigmoid → (0, 1), tanh → (−1, 1); the option adds no parameters, so checkpoints of either
+    load into the other; an unknown name is a ConfigError."""
+    from latentgap.nets import build_decoder
+
+    torch.manual_seed(0)
+    shape = (1, 28, 28)
+    z = 30 * torch.randn(4, 3)
+    raw = build_decoder(arch, 3, shape, 1, **options)
+    for name, lo, hi in (("sigmoid", 0.0, 1.0), ("tanh", -1.0, 1.0)):
+        net = build_decoder(arch, 3, shape, 1, **options, output_activation=name)
+        net.load_state_dict(raw.state_dict())
+        out = net(z)
+        assert out.shape == (4, 1, 28, 28) and out.min() >= lo and out.max() <= hi
+        expected = torch.sigmoid(raw(z)) if name == "sigmoid" else torch.tanh(raw(z))
+        torch.testing.assert_close(out, expected)
+    with pytest.raises(ConfigError, match="output_activation"):
+        build_decoder(arch, 3, shape, 1, **options, output_activation="relu")

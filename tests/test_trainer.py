@@ -239,3 +239,43 @@ def test_logged_terms_of_repeated_steps_are_means_over_updates(tmp_path):
     assert record["index"] == pytest.approx(1.0) and record["other"] == pytest.approx(5.0)
     windows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("split") == "train"]
     assert windows and all(r["index"] == pytest.approx(1.0) for r in windows)
+
+
+def test_reuse_batch_steps_see_the_previous_steps_batch(tmp_path):
+    """Step(reuse_batch=True), repeated twice, gets the batch the step before it got (LDC-VAE's
+    one batch per iteration); an epoch of 16 batches is then 16 iterations, not 8."""
+    from latentgap.data import get_dataset
+    from latentgap.models.base import GenerativeModel, ModelOutput, Phase, Step
+    from latentgap.train.trainer import Trainer
+
+    class Shared(GenerativeModel):
+        def __init__(self, spec):
+            super().__init__(None, spec)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list[tuple[str, bytes]] = []
+
+        def parameter_groups(self):
+            return {"a": [self.w]}
+
+        def phases(self, epochs):
+            return [Phase("p", (Step("a", "a"), Step("b", "a", 2, reuse_batch=True)))]
+
+        def forward(self, step, batch):
+            self.seen.append((step, batch.x.numpy().tobytes()))
+            return ModelOutput((self.w**2).sum())
+
+        def sample(self, n, generator=None, **options):
+            return torch.zeros(n, *self.spec.shape)
+
+    splits = get_dataset("toy-images").limit(64, 16)
+    config = tiny_config(1, batch_size=4, log_every=100, eval_batches=0)  # 16 batches
+    model = Shared(splits.spec)
+    trainer = Trainer(model, config, splits, tmp_path, torch.device("cpu"))
+    trainer.fit()
+    steps = [s for s, _ in model.seen]
+    assert steps == ["a", "b", "b"] * 16
+    data = [v for _, v in model.seen]
+    for i in range(16):
+        a, b1, b2 = data[3 * i : 3 * i + 3]
+        assert a == b1 == b2  # one batch per iteration
+    assert len({data[3 * i] for i in range(16)}) == 16  # a fresh batch every iteration

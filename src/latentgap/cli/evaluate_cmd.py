@@ -65,7 +65,9 @@ def add_parser(sub) -> None:
         "--consistency",
         action="store_true",
         help="latent consistency: MMD² (permutation p) and classifier accuracy between encoder "
-        "codes of test images and generation codes",
+        "codes of test images and generation codes; LDC-VAE adds the within/between particle "
+        "spread, the same numbers for its encoder-gmm reference and, with --fid, that "
+        "reference's sample FID",
     )
     p.add_argument(
         "--logz-normal-samples",
@@ -299,6 +301,26 @@ def _run(args: argparse.Namespace) -> int:
                 ctx=ctx,
             )
         )
+        if args.consistency and "encoder-gmm" in model.samplers() and args.sampler != "encoder-gmm":
+            reference = evaluate_fid(  # the upper reference for LDC-VAE's sampler net
+                model,
+                splits,
+                n_samples=args.fid_samples,
+                reference=args.fid_reference,
+                reference_size=args.fid_reference_size,
+                sampler="encoder-gmm",
+                extractor=args.fid_extractor,
+                inception_path=args.inception,
+                batch_size=args.fid_batch_size,
+                device=device,
+                seed=args.seed,
+                progress=not args.no_progress,
+                cache_dir=args.fid_cache_dir,
+                recon=False,
+                precision_recall=False,
+                ctx=ctx,
+            )
+            results["fid_sample_encoder_gmm"] = reference["fid_sample"]
     if ctx.enabled:
         results["world_size"] = ctx.world_size
     for key in ("limit_train", "limit_test"):  # the data evaluated on, when not all of it

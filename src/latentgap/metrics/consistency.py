@@ -8,6 +8,13 @@ VAE, sampler-net samples for LDC-VAE, GMM samples for an RAE):
   with a permutation p-value (Gretton et al. 2012): small MMD and large p = consistent;
 - a classifier two-sample test (Lopez-Paz & Oquab 2017): the held-out accuracy of a logistic
   regression telling the two sets apart (0.5 = indistinguishable); needs scikit-learn.
+
+Models with a stochastic implicit encoder (LDC-VAE: ``particle_codes``) also get the within /
+between particle spread: the root mean per-dimension variance of one image's particles, and of
+the per-image particle means across images; their ratio is small when codes identify their image.
+Models with an ``encoder-gmm`` sampler (LDC-VAE) also get the MMD² and C2ST of a 10-component GMM
+fitted to the training codes against the same encoder codes: the reference a generation sampler
+could reach with a simple density, as RAE's ex-post GMM.
 """
 
 from __future__ import annotations
@@ -92,8 +99,12 @@ def latent_consistency(
     seed: int = 0,
     permutations: int = 200,
     classifier: bool = True,
+    particles: int = 8,
 ) -> dict[str, float]:
-    """``consistency_mmd2``, ``consistency_mmd_p`` and (with sklearn) ``consistency_c2st``."""
+    """``consistency_mmd2``, ``consistency_mmd_p`` and (with sklearn) ``consistency_c2st``;
+    for LDC-VAE also ``consistency_{within,between}_spread`` and ``consistency_spread_ratio``
+    (from ``particles`` encoder particles of each of the n test images) and the same two-sample
+    numbers for its ``encoder-gmm`` reference (``consistency_gmm_mmd2``, ...)."""
     codes = collect_codes(model, test, n, seed)
     mmd2, p = mmd_test(codes.encoder, codes.generation, permutations, seed)
     out = {
@@ -103,4 +114,33 @@ def latent_consistency(
     }
     if classifier:
         out["consistency_c2st"] = classifier_accuracy(codes.encoder, codes.generation, seed)
+    if hasattr(model, "particle_codes"):
+        out.update(particle_spread(model, test, n, particles, seed))
+    if "encoder-gmm" in model.samplers():
+        gmm = collect_codes(model, test, n, seed, sampler="encoder-gmm")
+        mmd2, p = mmd_test(gmm.encoder, gmm.generation, permutations, seed)
+        out["consistency_gmm_mmd2"], out["consistency_gmm_mmd_p"] = mmd2, p
+        if classifier:
+            out["consistency_gmm_c2st"] = classifier_accuracy(gmm.encoder, gmm.generation, seed)
     return out
+
+
+@torch.no_grad()
+def particle_spread(
+    model, test: ImageSet, n: int = 2000, particles: int = 8, seed: int = 0
+) -> dict[str, float]:
+    """Within- and between-image spread of ``particles`` encoder draws for the first n test
+    images, pooled over all of them: (within, between, within / between)."""
+    device = model.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    z = torch.cat(
+        [model.particle_codes(b.to(device), particles, g) for b in test.subset(n).batches(500)]
+    ).double()  # (n, P, D)
+    within = z.var(dim=1, correction=0).mean().sqrt()
+    between = z.mean(1).var(dim=0, correction=0).mean().sqrt()
+    return {
+        "consistency_within_spread": float(within),
+        "consistency_between_spread": float(between),
+        "consistency_spread_ratio": float(within / between),
+    }

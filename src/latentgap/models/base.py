@@ -38,12 +38,16 @@ class Step:
     """One optimiser update inside a training iteration.
 
     ``loss`` names the loss passed to ``model(loss, batch)``; ``group`` the parameter group
-    (and optimiser) it updates; each of the ``repeat`` updates takes a fresh batch.
+    (and optimiser) it updates; each of the ``repeat`` updates takes a fresh batch, unless
+    ``reuse_batch``: then every update of this step reuses the batch of the step before it in
+    the iteration (as LDC-VAE's Algorithm 1 runs its encoder and sampler steps on one batch), so
+    an epoch counts only the fresh batches.
     """
 
     loss: str
     group: str
     repeat: int = 1
+    reuse_batch: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,20 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
   map of it, whose output law a linear layer on a noise vector reproduces. The ReLU between the
   merge and the last dense layer matters: with a purely linear E_c, z = f(x) + Aε would have the
   same Gaussian noise law for every x. E_x runs once per image; E_n and E_c once per particle.
-- **Gibbs posterior** p(z|x) ∝ exp(−‖x − D_φ(z)‖² / σ²) (Eq. 13), σ² the variance of
-  ‖x − D_φ(z)‖ over the batch's particles (Section 5.1; population variance, detached, floored
-  at ``min_sigma2``). ``prior_weight`` w adds w · log N(z; 0, I) to log p(z|x) (0 = the paper's
-  Eq. 13, which has no prior term). ``energy="mean"`` uses Algorithm 1's MSE instead of the sum.
-  The score ∇_z log p(z|x) is taken by autograd through the decoder w.r.t. z only. Note that
-  Eq. (15) and Algorithm 1 write +∇L_REC/σ²; the score of Eq. (13) is −∇‖x − D(z)‖²/σ², used here.
+- **Gibbs posterior** p(z|x) ∝ exp(−‖x − D_φ(z)‖² / σ²) (Eq. 13). Section 5.1 sets σ² to "the
+  variance of ‖X − D_φ(z)‖ in a batch", which reads two ways (``sigma2_estimator``):
+  ``"residual"`` (default) is the variance of the residual *entries* x − D(z) pooled over the
+  batch's pixels and particles, mean((x − D(z))²), the maximum-likelihood noise variance of the
+  Gaussian decoder of Eq. (4) (≈ 0.01–0.02 on MNIST); ``"norm-variance"`` is the variance over
+  the batch's particles of the per-image residual *norm* ‖x − D(z)‖ (≈ 1.2 on MNIST while
+  ‖x − D(z)‖² ≈ 19), under which the posterior is so flat that one image's particles spread
+  wider than the codes of different images (measured; ``../shared/REFERENCE.md``). Both are
+  detached and floored at ``min_sigma2``; a fixed ``sigma2`` overrides them. Note that Eq. (13)
+  has no factor ½: with the residual σ² it is the posterior of a Gaussian decoder of variance
+  σ²/2. ``prior_weight`` w adds w · log N(z; 0, I) to log p(z|x) (0 = the paper's Eq. 13).
+  ``energy="mean"`` uses Algorithm 1's MSE instead of the sum. The score ∇_z log p(z|x) is taken
+  by autograd through the decoder w.r.t. z only. Eq. (15) and Algorithm 1 write +∇L_REC/σ²; the
+  score of Eq. (13) is −∇‖x − D(z)‖²/σ², used here.
 - **Encoder step** (Algorithm 1, steps 1–4): n particles per image from n noise draws, SVGD
   direction Φ* over each image's particles (Eq. 15), pushed into θ by the surrogate loss (Eq. 16);
   the decoder minimises L_REC = MSE(x, D(z)) (Eq. 7, Algorithm 1 step 2) on detached particles.
@@ -26,32 +34,53 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
   i.i.d. from a network that term is an unrepelled pull to the mode and shrinks q (about 15 % of
   the variance for 100 particles in 2-D; far more for 8 particles in 16-D). ``leave_one_out``
   drops it (see :func:`latentgap.stein.svgd.svgd_direction`); the default follows the paper.
-  Eq. (13) has no prior, so nothing fixes the latent scale: the codes drift outwards as the
-  decoder adapts (fast with ``leave_one_out``, whose repulsion is unopposed); ``prior_weight``
-  anchors it.
-- **Decoder output**: identity by default (samples are clamped to [0, 1]). With a sigmoid output
-  and MSE, the first encoder steps (σ² ≈ 0 at initialisation, so huge scores) pushed all codes to
-  where the sigmoid saturates at black; the score then vanished and training never recovered.
-- **Sampler step** (Algorithm 1, steps 5–7): S_ω(ε_s) is driven by SVGD towards a Gibbs target.
-  Which x that target is conditioned on is not stated; the sampler must produce latents for
-  *generation*, i.e. match p_φ(z) = ∫ p_φ(z|x) p(x) dx (Section 4.1). ``sampler_target="mixture"``
-  (default) uses the batch estimate p̂(z) = (1/B) Σ_b p(z|x_b) over one set of
-  ``sampler_particles`` particles, score ∇ logsumexp_b(−‖x_b − D(z)‖²/σ² − log C_b). Section
-  5.1 calls the normaliser C trivial, which holds for one posterior but not in a mixture: with
-  equal C_b (``mixture_normalizer="none"``, the literal reading) the best-reconstructed images
-  own the highest modes and the sampler collapsed onto one digit class (all "1"s) in our MNIST
-  runs; estimating log C_b ≈ −‖x_b − D(ẑ_b)‖²/σ² at one encoder draw ẑ_b (``"encoder"``) did
-  not prevent it. ``"sinkhorn"`` (default) fixes the C_b by balance instead: at the target each
-  of the B components carries mass 1/B, so the particles' responsibilities are Sinkhorn-scaled
-  to give every image M/B of them; this gave samples of all ten digits after two epochs.
-  ``sampler_target="paired"`` is the literal per-image reading: n sampler particles per image
-  driven to p(z|x_b). Averaged over images that target is the *geometric* mean
-  Π_b p(z|x_b)^{1/B} (SVGD is linear in the score), not the mixture, so it collapses modes; it
-  is kept for comparison.
-  The decoder runs in eval mode here, as at generation time, so sampler particles never enter
-  its batch-norm statistics. σ² is the encoder step's last value.
-- **Schedule**: each iteration runs Step("autoencoder") then Step("sampler"), each on a fresh
-  batch (the trainer's convention), with groups {"autoencoder": E + D, "sampler": S}.
+- **Decoder output** (``output``): an activation matching the data range, as every other model
+  of the LDC-VAE table has (RAE and WAE decode sigmoid(D(z)); the VAE's Gaussian and Bernoulli
+  likelihoods take a sigmoid mean): ``"auto"`` (default) picks sigmoid, since every dataset
+  here lies in [0, 1] (``tanh`` is there for [−1, 1] data); it is the decoder net's
+  ``output_activation``. With an unbounded output, reconstruction FID stayed ~110 at an MSE
+  close to RAE-L2's (issue 12). With the old norm-variance σ² ≈ 0 at initialisation, a sigmoid
+  output saturated at black in the first steps; the residual σ² (≈ 0.2 at initialisation) does
+  not.
+- **Sampler step** (Algorithm 1, steps 5–7): S_ω(ε_s) is driven by SVGD towards a target that
+  stands for the latent distribution generation needs, the encoder's aggregate q(z) =
+  E_x q(z|x) (with a sharp Gibbs posterior, a mixture of narrow modes, one per image). It runs
+  on the same batch as the encoder step (Algorithm 1 has one batch per iteration), after it,
+  ``sampler_steps`` times. Targets (``sampler_target``):
+
+  - ``"kde"`` (default; see docs/results.md, issue 12, for the comparison): a Gaussian kernel
+    density of the encoder's codes, one code per image from the last ``kde_memory`` training
+    images (a first-in first-out buffer, saved with the model), bandwidth ``kde_bandwidth`` ×
+    Scott's rule n^(−1/(D+4))·s (s the codes' root-mean variance per dimension). Its score is
+    closed-form (no decoder pass): Σ_i softmax_i(−‖z − c_i‖²/2h²) (c_i − z)/h².
+  - ``"mixture"``: the batch estimate p̂(z) = (1/B) Σ_b p(z|x_b) over one set of
+    ``sampler_particles`` particles, score ∇ logsumexp_b(−‖x_b − D(z)‖²/σ² − log C_b). Section
+    5.1 calls the normaliser C trivial, which holds for one posterior but not in a mixture: with
+    equal C_b (``mixture_normalizer="none"``) the best-reconstructed images own the highest
+    modes and the sampler collapsed onto one digit class; ``"encoder"`` estimates log C_b at one
+    encoder draw; ``"sinkhorn"`` (default) fixes the C_b by balance: the particles'
+    responsibilities are Sinkhorn-scaled to give every image M/B of them.
+  - ``"paired"``: the literal per-image reading of line 6: n sampler particles per image driven
+    to p(z|x_b). Averaged over images that target is the *geometric* mean Π_b p(z|x_b)^{1/B}
+    (SVGD is linear in the score), not the mixture, so it collapses modes; kept for comparison.
+
+  The sampler's SVGD drops the j = i term (``sampler_leave_one_out``, default on): with M = 100
+  particles in 16-D and the median bandwidth, Σ_{j≠i} k(z_j, z_i) ≈ 1 = k(z_i, z_i), so the
+  self-term is half the drive, pure gradient ascent on the target; the sampler then
+  under-disperses (codes' std 0.59 of the encoder's, MMD² 0.25 on a frozen autoencoder) and
+  with it the std reaches 1.07 of the encoder's (MMD² 0.035; bench/ldc_sampler_targets.py).
+  ``sampler_anneal`` > 1 starts the target broad and anneals it to the encoder's over
+  ``sampler_anneal_iters`` sampler updates: the target's σ² ("mixture", "paired") or h² ("kde")
+  is multiplied by 1 + (a − 1)·max(0, 1 − t/T). The decoder runs in eval mode in the sampler
+  step, as at generation time, so sampler particles never enter its batch-norm statistics; σ² is
+  the encoder step's last value.
+- **Samplers** for generation: ``sampler-net`` (D(S_ω(ε))), ``encoder-gmm`` (a 10-component
+  full-covariance GMM fitted to the training set's encoder codes at the end of training: the
+  reference for what the sampler net could reach, as RAE's ex-post density) and
+  ``standard-normal``.
+- **Schedule**: each iteration runs Step("autoencoder") on a fresh batch, then Step("sampler",
+  repeat=``sampler_steps``) on the same batch, with groups {"autoencoder": E + D, "sampler": S}:
+  an epoch is one pass of autoencoder updates, as for every baseline.
 """
 
 from __future__ import annotations
@@ -65,14 +94,23 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from latentgap.data.base import Batch, DataSpec
+from latentgap.data.base import Batch, DataSpec, ImageSet
 from latentgap.errors import ConfigError
 from latentgap.models.base import MODELS, GenerativeModel, GroupOptions, ModelOutput, Phase, Step
 from latentgap.nets import build_decoder, build_encoder
 from latentgap.presets import PRESETS, Preset
+from latentgap.samplers.gmm import GaussianMixture
 from latentgap.stein import KERNELS, build_kernel, svgd_direction, svgd_surrogate_loss
 
 STEPS = ("autoencoder", "sampler")
+KINDS_IN_UNIT_INTERVAL = ("binary", "continuous", "discrete8")  # every DataSpec kind: [0, 1]
+
+
+def output_for(spec: DataSpec) -> str:
+    """The decoder output activation matching the data range: sigmoid for [0, 1] images."""
+    if spec.kind in KINDS_IN_UNIT_INTERVAL:
+        return "sigmoid"
+    raise ConfigError(f"no output activation known for data of kind {spec.kind!r}; set output")
 
 
 @dataclass
@@ -88,18 +126,27 @@ class LDCVAEConfig:
     kernel: str = "rbf-paper"
     kernel_options: dict[str, Any] = field(default_factory=dict)
     energy: Literal["sum", "mean"] = "sum"  # ‖x − D(z)‖² (Eq. 13) or MSE (Algorithm 1)
-    sigma2: float | None = None  # None: batch variance of ‖x − D(z)‖ (Section 5.1)
+    sigma2: float | None = None  # None: estimated per batch by sigma2_estimator (Section 5.1)
+    sigma2_estimator: Literal["residual", "norm-variance"] = "residual"
     min_sigma2: float = 1e-6
     prior_weight: float = 0.0  # 0: the paper's Eq. (13)
-    output: Literal["sigmoid", "identity"] = "identity"
-    leave_one_out: bool = False  # drop the j = i term of Eq. (15) (see stein.svgd)
+    output: Literal["auto", "sigmoid", "tanh", "identity"] = "auto"  # auto: from the data range
+    leave_one_out: bool = False  # encoder step: drop the j = i term of Eq. (15) (stein.svgd)
+    sampler_leave_one_out: bool = True  # the same for the sampler step (see module docstring)
     sampler_net: Literal["encoder", "mlp"] = "encoder"  # encoder: arch's encoder on noise images
     sampler_noise_dim: int = 64  # ε_s dimension of the "mlp" sampler
     sampler_hidden: tuple[int, ...] = (512, 512)
-    sampler_target: Literal["mixture", "paired"] = "mixture"
-    sampler_particles: int = 100  # particles of the "mixture" target
+    sampler_target: Literal["kde", "mixture", "paired"] = "kde"
+    sampler_particles: int = 100  # particles of the "kde" and "mixture" targets
+    sampler_steps: int = 1  # sampler updates per encoder update (on the same batch)
+    sampler_anneal: float = 1.0  # target temperature factor at the start (1: no annealing)
+    sampler_anneal_iters: int = 0  # sampler updates over which it falls to 1
+    kde_memory: int = 1000  # encoder codes (one per image) of the "kde" target
+    kde_bandwidth: float = 1.0  # × Scott's rule
     mixture_normalizer: Literal["sinkhorn", "encoder", "none"] = "sinkhorn"  # log C(x_b) estimate
     sinkhorn_iters: int = 20
+    gmm_components: int = 10  # the encoder-gmm reference sampler
+    gmm_seed: int = 0
     autoencoder_lr_scale: float = 1.0
     sampler_lr_scale: float = 1.0
 
@@ -110,6 +157,9 @@ class LDCVAEConfig:
             "noise_dim",
             "sampler_noise_dim",
             "sinkhorn_iters",
+            "sampler_steps",
+            "kde_memory",
+            "gmm_components",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -120,27 +170,36 @@ class LDCVAEConfig:
                 raise ConfigError(
                     f"{name} must be an integer ≥ 2 (SVGD needs pairs), got {value!r}"
                 )
+        value = self.sampler_anneal_iters
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"sampler_anneal_iters must be an integer ≥ 0, got {value!r}")
         choices = {
             "energy": ("sum", "mean"),
-            "output": ("sigmoid", "identity"),
+            "sigma2_estimator": ("residual", "norm-variance"),
+            "output": ("auto", "sigmoid", "tanh", "identity"),
             "sampler_net": ("encoder", "mlp"),
-            "sampler_target": ("mixture", "paired"),
+            "sampler_target": ("kde", "mixture", "paired"),
             "mixture_normalizer": ("encoder", "sinkhorn", "none"),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
-        if not isinstance(self.leave_one_out, bool):
-            raise ConfigError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
+        for name in ("leave_one_out", "sampler_leave_one_out"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.kernel not in KERNELS:
             KERNELS.get(self.kernel)  # raises ConfigError listing the kernels
+        if "output_activation" in self.arch_options:
+            raise ConfigError("set the decoder output with model option 'output', not arch_options")
         if self.sigma2 is not None and not self.sigma2 > 0:
             raise ConfigError(f"sigma2 must be positive or null, got {self.sigma2}")
         if not self.min_sigma2 > 0:
             raise ConfigError(f"min_sigma2 must be positive, got {self.min_sigma2}")
         if self.prior_weight < 0:
             raise ConfigError(f"prior_weight must be ≥ 0, got {self.prior_weight}")
-        for name in ("autoencoder_lr_scale", "sampler_lr_scale"):
+        if not self.sampler_anneal >= 1:
+            raise ConfigError(f"sampler_anneal must be ≥ 1, got {self.sampler_anneal}")
+        for name in ("autoencoder_lr_scale", "sampler_lr_scale", "kde_bandwidth"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -184,6 +243,33 @@ def sinkhorn_responsibilities(log_terms: Tensor, iters: int) -> Tensor:
     return log_w.exp()
 
 
+def residual_variance(sq_err: Tensor, pixels: int) -> Tensor:
+    """mean((x − D(z))²) over particles and pixels from the squared norms ‖x − D(z)‖² (...):
+    the maximum-likelihood noise variance of a Gaussian decoder (the default σ²)."""
+    return sq_err.mean() / pixels
+
+
+def norm_variance(sq_err: Tensor) -> Tensor:
+    """Population variance of the residual norms ‖x − D(z)‖ over all particles (the other
+    reading of Section 5.1)."""
+    return sq_err.clamp_min(0).sqrt().var(correction=0)
+
+
+def kde_score(z: Tensor, codes: Tensor, h2: Tensor | float) -> Tensor:
+    """∇_z log p̂(z) of the Gaussian kernel density p̂ = (1/N) Σ_i N(z; c_i, h² I): (M, D) points,
+    (N, D) codes → (M, D), Σ_i softmax_i(−‖z − c_i‖²/2h²) (c_i − z)/h²."""
+    d2 = (z.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2.0 * z @ codes.T).clamp_min(0)
+    w = torch.softmax(-d2 / (2.0 * h2), dim=-1)  # (M, N)
+    return (w @ codes - z) / h2  # (M, D)
+
+
+def scott_bandwidth2(codes: Tensor) -> Tensor:
+    """h² of Scott's rule for an isotropic Gaussian KDE in D dims: (N^(−1/(D+4)) s)², s² the
+    mean per-dimension variance of the codes (N, D)."""
+    n, d = codes.shape
+    return codes.var(0, correction=0).mean() * n ** (-2.0 / (d + 4))
+
+
 @contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     was_training = module.training
@@ -205,10 +291,13 @@ class LDCVAE(GenerativeModel):
     def __init__(self, config: LDCVAEConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         c = config
+        self.output = output_for(spec) if c.output == "auto" else c.output
         self.encoder = ImplicitEncoder(
             c.arch, spec.shape, c.latent_dim, c.feature_dim, c.noise_dim, c.arch_options
         )
-        self.decoder = build_decoder(c.arch, c.latent_dim, spec.shape, 1, **c.arch_options)
+        self.decoder = build_decoder(
+            c.arch, c.latent_dim, spec.shape, 1, **c.arch_options, output_activation=self.output
+        )
         if c.sampler_net == "encoder":  # the RAE encoder on image-shaped noise (Section 5.1)
             self.sampler_shape: tuple[int, ...] = tuple(spec.shape)
             self.sampler = build_encoder(c.arch, spec.shape, c.latent_dim, **c.arch_options)
@@ -218,8 +307,15 @@ class LDCVAE(GenerativeModel):
                 "mlp", self.sampler_shape, c.latent_dim, hidden=c.sampler_hidden
             )
         self.kernel = build_kernel(c.kernel, **c.kernel_options)
-        # σ² of the last encoder step, reused by the sampler step (persisted for exact resume)
+        self.reference_density = GaussianMixture(c.gmm_components, c.latent_dim)
+        self._train_set: ImageSet | None = None  # for on-demand GMM refits; not saved
+        self._density_stale = False
+        # σ² of the last encoder step, reused by the sampler step; the sampler-update count (for
+        # annealing) and the KDE target's code memory: all persisted for an exact resume
         self.register_buffer("last_sigma2", torch.tensor(float("nan")))
+        self.register_buffer("sampler_updates", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("code_memory", torch.zeros(c.kde_memory, c.latent_dim))
+        self.register_buffer("memory_count", torch.tensor(0, dtype=torch.long))
 
     @property
     def latent_dim(self) -> int:
@@ -238,14 +334,24 @@ class LDCVAE(GenerativeModel):
         return GroupOptions(lr_scale=scale)
 
     def phases(self, epochs: int) -> list[Phase]:
-        return [Phase("ldc", (Step("autoencoder", "autoencoder"), Step("sampler", "sampler")))]
+        sampler = Step("sampler", "sampler", repeat=self.config.sampler_steps, reuse_batch=True)
+        return [Phase("ldc", (Step("autoencoder", "autoencoder"), sampler))]
 
     def forward(self, step: str, batch: Batch) -> ModelOutput:
+        if self.training:
+            self._density_stale = True
         if step == "autoencoder":
             return self.autoencoder_loss(batch.x)
         if step == "sampler":
             return self.sampler_loss(batch.x)
         raise ValueError(f"unknown LDC-VAE step {step!r}; steps: {', '.join(STEPS)}")
+
+    def prepare_training(self, train: ImageSet) -> None:
+        self._train_set = train
+
+    def end_phase(self, phase: str, train: ImageSet) -> None:
+        """Training is over: fit the encoder-gmm reference density to the training codes."""
+        self.fit_reference_density(train)
 
     # --- pieces --------------------------------------------------------------------------
     def encode(
@@ -259,11 +365,9 @@ class LDCVAE(GenerativeModel):
         return self.encoder(x, noise)
 
     def decode(self, z: Tensor) -> Tensor:
-        """D_φ(z) for latents (..., D) → images (..., C, H, W) (``output``: identity or sigmoid)."""
+        """D_φ(z) for latents (..., D) → images (..., C, H, W), through the output activation."""
         lead = z.shape[:-1]
         out = self.decoder(z.reshape(-1, z.shape[-1]))  # (N, C, H, W)
-        if self.config.output == "sigmoid":
-            out = torch.sigmoid(out)
         return out.reshape(*lead, *out.shape[1:])
 
     @torch.no_grad()
@@ -271,12 +375,17 @@ class LDCVAE(GenerativeModel):
         return self.encode(batch.x, 1, generator)[:, 0]  # one particle per image: (B, D)
 
     @torch.no_grad()
+    def particle_codes(
+        self, batch: Batch, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """n encoder particles per image: (B, n, D) (for the within/between spread)."""
+        return self.encode(batch.x, n, generator)
+
+    @torch.no_grad()
     def generation_codes(
         self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
     ) -> Tensor:
-        if sampler in (None, "sampler-net"):
-            return self.sampler_latents(n, generator)
-        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        return self._latents(n, generator, sampler or "sampler-net")
 
     def sampler_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z = S_ω(ε_s), ε_s ~ N(0, I): (n, D)."""
@@ -284,11 +393,15 @@ class LDCVAE(GenerativeModel):
         return self.sampler(eps)
 
     def _sigma2(self, sq_err: Tensor) -> Tensor:
-        """σ² of Section 5.1: variance of ‖x − D(z)‖ over all particles, detached, floored."""
+        """σ² of Section 5.1 (``sigma2_estimator``) from ‖x − D(z)‖² (B, n), detached, floored."""
         if self.config.sigma2 is not None:
             return sq_err.new_tensor(self.config.sigma2)
-        norms = sq_err.detach().clamp_min(0).sqrt()
-        return norms.var(correction=0).clamp_min(self.config.min_sigma2)
+        err = sq_err.detach()
+        if self.config.sigma2_estimator == "residual":
+            value = residual_variance(err, self.spec.dim)
+        else:
+            value = norm_variance(err)
+        return value.clamp_min(self.config.min_sigma2)
 
     def _energy(self, sq_err: Tensor) -> Tensor:
         return sq_err / self.spec.dim if self.config.energy == "mean" else sq_err
@@ -329,7 +442,8 @@ class LDCVAE(GenerativeModel):
         rec = sq_err.mean() / self.spec.dim  # MSE over pixels and particles
         if self.training:
             self.last_sigma2.copy_(sigma2.detach())
-        spread = z.detach().var(dim=1, correction=0).mean().sqrt()
+            self._remember(z.detach()[:, 0])
+        within, between = particle_spread(z.detach())
         return ModelOutput(
             encoder_loss + rec,
             {
@@ -337,33 +451,67 @@ class LDCVAE(GenerativeModel):
                 "sigma2": sigma2.detach(),
                 "phi_norm": phi.norm(dim=-1).mean(),
                 "score_norm": scores.norm(dim=-1).mean(),
-                "particle_spread": spread,
+                "particle_spread": within,
+                "code_spread": between,
             },
         )
 
+    def _remember(self, codes: Tensor) -> None:
+        """Push codes (B, D) into the first-in first-out memory of the KDE target."""
+        size = self.code_memory.shape[0]
+        codes = codes[-size:]
+        start = int(self.memory_count) % size
+        idx = (start + torch.arange(len(codes), device=codes.device)) % size
+        self.code_memory[idx] = codes.to(self.code_memory.dtype)
+        self.memory_count += len(codes)
+
+    def _anneal(self) -> float:
+        """Temperature factor 1 + (a − 1)·max(0, 1 − t/T) of the sampler's target."""
+        c = self.config
+        if c.sampler_anneal == 1 or c.sampler_anneal_iters == 0:
+            return 1.0
+        left = max(0.0, 1.0 - int(self.sampler_updates) / c.sampler_anneal_iters)
+        return 1.0 + (c.sampler_anneal - 1.0) * left
+
     def sampler_loss(self, x: Tensor) -> ModelOutput:
-        """Algorithm 1, steps 5–7: SVGD surrogate for ω towards the Gibbs target (see module)."""
-        sigma2 = self.last_sigma2
-        if self.config.sigma2 is not None:
-            sigma2 = sigma2.new_tensor(self.config.sigma2)
-        elif not torch.isfinite(sigma2):  # no encoder step yet: measure it on this batch
-            with torch.no_grad():
-                z = self.encode(x)
-                err = (self.decode(z) - x.unsqueeze(1)).pow(2).flatten(2).sum(-1)
-                sigma2 = self._sigma2(err)
-        with _eval_mode(self.decoder):
-            if self.config.sampler_target == "paired":
-                n = self.config.n_particles
-                zs = self.sampler_latents(x.shape[0] * n).reshape(x.shape[0], n, -1)  # (B, n, D)
-                scores, _, _ = self._paired_scores(zs, x, sigma2)
-            else:
-                zs = self.sampler_latents(self.config.sampler_particles).unsqueeze(0)  # (1, M, D)
-                scores = self._mixture_scores(zs, x, sigma2)
-        phi = svgd_direction(zs.detach(), scores, self.kernel, self.config.leave_one_out)
-        return ModelOutput(
-            svgd_surrogate_loss(zs, phi),
-            {"sampler_phi_norm": phi.norm(dim=-1).mean(), "sampler_sigma2": sigma2.detach()},
-        )
+        """Algorithm 1, steps 5–7: SVGD surrogate for ω towards the target (see module)."""
+        c = self.config
+        factor = self._anneal()
+        terms: dict[str, Tensor] = {}
+        if c.sampler_target == "kde":
+            codes = self.code_memory[: min(int(self.memory_count), c.kde_memory)]
+            if len(codes) < 2:  # no encoder step yet: this batch's codes
+                with torch.no_grad():
+                    codes = self.encode(x, 1)[:, 0]
+            h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
+            zs = self.sampler_latents(c.sampler_particles).unsqueeze(0)  # (1, M, D)
+            scores = kde_score(zs[0].detach(), codes, h2) + -c.prior_weight * zs[0].detach()
+            scores = scores.unsqueeze(0)
+            terms["sampler_kde_h2"] = h2.detach()
+        else:
+            sigma2 = self.last_sigma2
+            if c.sigma2 is not None:
+                sigma2 = sigma2.new_tensor(c.sigma2)
+            elif not torch.isfinite(sigma2):  # no encoder step yet: measure it on this batch
+                with torch.no_grad():
+                    z = self.encode(x)
+                    err = (self.decode(z) - x.unsqueeze(1)).pow(2).flatten(2).sum(-1)
+                    sigma2 = self._sigma2(err)
+            sigma2 = sigma2 * factor
+            with _eval_mode(self.decoder):
+                if c.sampler_target == "paired":
+                    n = c.n_particles
+                    zs = self.sampler_latents(x.shape[0] * n).reshape(x.shape[0], n, -1)
+                    scores, _, _ = self._paired_scores(zs, x, sigma2)  # (B, n, D)
+                else:
+                    zs = self.sampler_latents(c.sampler_particles).unsqueeze(0)  # (1, M, D)
+                    scores = self._mixture_scores(zs, x, sigma2)
+            terms["sampler_sigma2"] = sigma2.detach()
+        if self.training:
+            self.sampler_updates += 1
+        phi = svgd_direction(zs.detach(), scores, self.kernel, c.sampler_leave_one_out)
+        terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
+        return ModelOutput(svgd_surrogate_loss(zs, phi), terms)
 
     def _mixture_scores(self, zs: Tensor, x: Tensor, sigma2: Tensor) -> Tensor:
         """∇ log p̂(z) for p̂(z) = (1/B) Σ_b exp(−E_b(z)/σ²) / C_b, E_b(z) = ‖x_b − D(z)‖²
@@ -400,11 +548,48 @@ class LDCVAE(GenerativeModel):
             (scores,) = torch.autograd.grad(objective, zd)
         return scores
 
+    # --- the encoder-gmm reference -----------------------------------------------------------
+    @torch.no_grad()
+    def fit_reference_density(self, train: ImageSet, batch_size: int = 500) -> dict[str, Any]:
+        """Fit the encoder-gmm mixture to one encoder code per training image (eval mode)."""
+        was_training = self.training
+        self.eval()
+        g = torch.Generator(device=self.device).manual_seed(self.config.gmm_seed)
+        try:
+            codes = torch.cat(
+                [self.encode(b.x.to(self.device), 1, g)[:, 0] for b in train.batches(batch_size)]
+            )  # (N, D)
+        finally:
+            self.train(was_training)
+        info = self.reference_density.fit(codes, seed=self.config.gmm_seed)
+        self._density_stale = False
+        return info
+
+    def _latents(self, n: int, generator: torch.Generator | None, sampler: str) -> Tensor:
+        if sampler == "sampler-net":
+            return self.sampler_latents(n, generator)
+        if sampler == "standard-normal":
+            return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        if sampler == "encoder-gmm":
+            density = self.reference_density
+            if self._train_set is not None and (self._density_stale or not density.is_fitted):
+                self.fit_reference_density(self._train_set)
+            if not density.is_fitted:
+                raise ConfigError(
+                    "the encoder-gmm reference has not been fitted: train to the end (the "
+                    "trainer fits it then) or call model.fit_reference_density(train_set)"
+                )
+            return density.sample(n, generator=generator)
+        raise ConfigError(
+            f"unknown sampler {sampler!r} for ldc-vae; choose one of: " + ", ".join(self.samplers())
+        )
+
     # --- generation ----------------------------------------------------------------------
     def samplers(self) -> tuple[str, ...]:
-        """``sampler-net``: D(S_ω(ε)); ``standard-normal``: D(z), z ~ N(0, I), the VAE-style
-        baseline of Section 5.2 (the model never fits N(0, I) unless prior_weight > 0)."""
-        return ("sampler-net", "standard-normal")
+        """``sampler-net``: D(S_ω(ε)); ``encoder-gmm``: D(z) with z from a 10-component GMM of
+        the training codes (a reference, not the paper's method); ``standard-normal``: D(z),
+        z ~ N(0, I), the VAE-style baseline of Section 5.2 (never fitted unless prior_weight > 0)."""
+        return ("sampler-net", "encoder-gmm", "standard-normal")
 
     @torch.no_grad()
     def sample(
@@ -414,22 +599,21 @@ class LDCVAE(GenerativeModel):
         sampler: str = "sampler-net",
         **options: Any,
     ) -> Tensor:
-        if sampler == "sampler-net":
-            z = self.sampler_latents(n, generator)
-        elif sampler == "standard-normal":
-            z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        else:
-            raise ConfigError(
-                f"unknown sampler {sampler!r} for ldc-vae; choose one of: "
-                + ", ".join(self.samplers())
-            )
-        return self.decode(z).clamp(0, 1)
+        return self.decode(self._latents(n, generator, sampler)).clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, batch: Batch) -> Tensor:
         """D(z) for one encoder draw z = E_θ(x, ε) per image (a posterior sample, not a mean:
         q(z|x) may be multimodal and its mean off the data manifold)."""
         return self.decode(self.encode(batch.x, 1)[:, 0]).clamp(0, 1)
+
+
+def particle_spread(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Within- and between-image spread of particles (B, n, D): the root mean per-dimension
+    variance of one image's particles, and of the images' particle means across the batch."""
+    within = z.var(dim=1, correction=0).mean().sqrt()
+    between = z.mean(1).var(dim=0, correction=0).mean().sqrt()
+    return within, between
 
 
 # --- presets --------------------------------------------------------------------------------
@@ -456,8 +640,30 @@ PRESETS.add(
 PRESETS.add(
     "ldc-vae-mnist-small",
     Preset(
+        "LDC-VAE on RAE nets of width 4 (as every *-small row of the LDC-VAE table), z = 16, "
+        "8 particles, MLP sampler 512-512, continuous MNIST; the ldc-table1 cpu budget",
+        {
+            "model": "ldc-vae",
+            "model_options": {
+                "arch": "rae",
+                "arch_options": {"width": 4},
+                "latent_dim": 16,
+                "feature_dim": 512,
+                "n_particles": 8,
+                "kernel": "rbf-paper",
+                "sampler_net": "mlp",
+                "sampler_hidden": [512, 512],
+            },
+            "data": {"name": "mnist", "options": {"binarize": False}},
+            "train": {"epochs": 10, "batch_size": 100, "lr": 1e-3},
+        },
+    ),
+)
+PRESETS.add(
+    "ldc-vae-mnist-mlp",
+    Preset(
         "LDC-VAE with MLP nets 784-512-512, z = 16, 8 particles, MLP sampler, continuous MNIST; "
-        "under a minute an epoch on 2 CPU cores",
+        "under a minute an epoch on 2 CPU cores (issue 12's MLP comparison)",
         {
             "model": "ldc-vae",
             "model_options": {

@@ -6,6 +6,10 @@ MNIST); ``hidden=(500, 500)`` reproduces it.
 
 Defaults: ReLU for the encoder and decoder (as in that benchmark), leaky ReLU (slope 0.2) for
 the critic, the usual WGAN choice. Weights keep PyTorch's default initialisation.
+
+Decoders (here and in rae.py) take ``output_activation``: ``identity`` (default; the models whose
+likelihood or loss applies its own link, e.g. a Bernoulli's logits or RAE's sigmoid, want the raw
+output), ``sigmoid`` (images in [0, 1]) or ``tanh`` (images in [−1, 1]).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
     "softplus": nn.Softplus,
+}
+
+OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "identity": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +82,15 @@ def activation_layer(name: str) -> nn.Module:
     except (KeyError, TypeError):
         valid = ", ".join(sorted(ACTIVATIONS))
         raise ConfigError(f"unknown activation {name!r}; choose one of: {valid}") from None
+
+
+def output_layer(name: str) -> nn.Module:
+    """The decoder's last activation by name: ``identity``, ``sigmoid`` ([0, 1]), ``tanh`` ([−1, 1])."""
+    try:
+        return OUTPUT_ACTIVATIONS[name]()
+    except (KeyError, TypeError):
+        valid = ", ".join(OUTPUT_ACTIVATIONS)
+        raise ConfigError(f"unknown output_activation {name!r}; choose one of: {valid}") from None
 
 
 def spectral_normalize(module: nn.Module) -> nn.Module:
@@ -134,15 +153,19 @@ def _stack(sizes: Sequence[int], activation: str) -> nn.Sequential:
 
 
 class MLPDecoder(nn.Module):
-    """Latents (B, D) → likelihood parameters (B, k·C, H, W) through fully connected layers."""
+    """Latents (B, D) → likelihood parameters (B, k·C, H, W) through fully connected layers,
+    then ``output`` (an elementwise activation; identity by default)."""
 
-    def __init__(self, net: nn.Module, out_shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, net: nn.Module, out_shape: tuple[int, int, int], output: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.net = net
         self.out_shape = out_shape
+        self.output = nn.Identity() if output is None else output
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.net(z)  # (B, k·C·H·W)
+        h = self.output(self.net(z))  # (B, k·C·H·W)
         return h.reshape(z.shape[0], *self.out_shape)  # (B, k·C, H, W)
 
 
@@ -170,14 +193,16 @@ def build_decoder(
     *,
     hidden: Sequence[int] = (500, 500),
     activation: str = "relu",
+    output_activation: str = "identity",
 ) -> nn.Module:
     """Latents (B, latent_dim) → parameters (B, param_channels·C, H, W): ``hidden`` linear
-    layers each followed by ``activation``, then a linear layer to k·C·H·W values, reshaped."""
+    layers each followed by ``activation``, then a linear layer to k·C·H·W values, reshaped,
+    through ``output_activation`` (identity, sigmoid or tanh)."""
     c, h, w = check_shape("mlp", shape, _supports, SHAPES)
     k = positive_int("param_channels", param_channels)
     sizes = (positive_int("latent_dim", latent_dim), *_hidden(hidden), k * c * h * w)
     activation_layer(activation)
-    return MLPDecoder(_stack(sizes, activation), (k * c, h, w))
+    return MLPDecoder(_stack(sizes, activation), (k * c, h, w), output_layer(output_activation))
 
 
 @checked_options
@@ -214,6 +239,7 @@ ARCHITECTURES.add(
 
 __all__ = [
     "ACTIVATIONS",
+    "OUTPUT_ACTIVATIONS",
     "MLPDecoder",
     "Squeeze",
     "activation_layer",
@@ -223,6 +249,7 @@ __all__ = [
     "check_bool",
     "check_shape",
     "checked_options",
+    "output_layer",
     "positive_int",
     "spectral_normalize",
 ]

@@ -34,6 +34,7 @@ from latentgap.nets.mlp import (
     check_bool,
     check_shape,
     checked_options,
+    output_layer,
     positive_int,
     spectral_normalize,
 )
@@ -92,7 +93,13 @@ class RAEDecoder(nn.Module):
     """Latents (B, D) → likelihood parameters (B, k·C, S, S) for S in 28, 32, 64."""
 
     def __init__(
-        self, latent_dim: int, shape: Shape, param_channels: int, width: int, batch_norm: bool
+        self,
+        latent_dim: int,
+        shape: Shape,
+        param_channels: int,
+        width: int,
+        batch_norm: bool,
+        output_activation: str = "identity",
     ) -> None:
         super().__init__()
         c, side, _ = shape
@@ -115,6 +122,7 @@ class RAEDecoder(nn.Module):
         ]
         if side == 28:
             layers.append(CenterCrop(2))  # (B, k·C, 28, 28)
+        layers.append(output_layer(output_activation))
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -145,10 +153,12 @@ def build_decoder(
     width: int = 128,
     batch_norm: bool = True,
     spectral_norm: bool = False,
+    output_activation: str = "identity",
 ) -> nn.Module:
     """Latents (B, latent_dim) → parameters (B, param_channels·C, S, S): dense to (8w, 8, 8),
-    stride-2 transposed convs to 32×32 (64×64), a stride-1 conv to the channels. With
-    ``spectral_norm`` every weight is spectrally normalised (the RAE-SN decoder)."""
+    stride-2 transposed convs to 32×32 (64×64), a stride-1 conv to the channels, then
+    ``output_activation`` (identity, sigmoid or tanh). With ``spectral_norm`` every weight is
+    spectrally normalised (the RAE-SN decoder)."""
     shape = check_shape("rae", shape, _supports, SHAPES)
     decoder = RAEDecoder(
         positive_int("latent_dim", latent_dim),
@@ -156,6 +166,7 @@ def build_decoder(
         positive_int("param_channels", param_channels),
         positive_int("width", width),
         check_bool("batch_norm", batch_norm),
+        output_activation,
     )
     if check_bool("spectral_norm", spectral_norm):
         spectral_normalize(decoder)

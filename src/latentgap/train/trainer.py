@@ -2,8 +2,8 @@
 
 Models declare *what* to optimise (parameter groups, named losses, phases of steps); the trainer
 decides *how*: one Adam per group, the learning rate halved every N epochs, a fresh batch for each
-repeat of each step, rank-0-only I/O, an atomic checkpoint at epoch ends, and a stop on NaN that
-never overwrites the last good checkpoint.
+repeat of each step (or the previous step's batch, ``Step.reuse_batch``), rank-0-only I/O, an
+atomic checkpoint at epoch ends, and a stop on NaN that never overwrites the last good checkpoint.
 
 Determinism: data order and binarisation are functions of (seed, epoch, batch index), and the
 global torch RNG is reseeded from (seed, epoch, rank) at each epoch start, so ``--resume`` after a
@@ -322,15 +322,17 @@ class Trainer:
         t0 = time.perf_counter()
         exhausted = False
         while not exhausted:
+            batch = None
             for step in phase.steps:
                 for _ in range(step.repeat):
-                    batch = next(batches, None)
-                    if batch is None:
-                        exhausted = True
-                        break
-                    batch = batch.to(self.device, memory_format=self.memory_format)
+                    if not (step.reuse_batch and batch is not None):
+                        batch = next(batches, None)
+                        if batch is None:
+                            exhausted = True
+                            break
+                        batch = batch.to(self.device, memory_format=self.memory_format)
+                        images += len(batch)
                     terms = self._update(step.loss, step.group, batch)
-                    images += len(batch)
                     epoch_terms.add(step.loss, terms)
                     window.add(step.loss, terms)
                     if bar is not None:

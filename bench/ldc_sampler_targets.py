@@ -1,0 +1,192 @@
+"""Which target lets LDC-VAE's sampler net cover the encoder's aggregate codes (issue 12)?
+
+Loads a trained LDC-VAE run, freezes its encoder and decoder, and for each variant trains a
+*fresh* sampler net (same initialisation seed) by the model's own sampler step (SVGD towards the
+variant's target, Adam at the run's learning rate) on training batches in the trainer's order;
+the encoder step is replaced by pushing one code per image into the KDE memory, as the encoder
+step does. Then it measures how far the sampler's codes are from the encoder codes of 2,000 test
+images: MMD² (Gaussian kernel, median bandwidth) and the 5-fold accuracy of a logistic-regression
+two-sample test (0.5 = indistinguishable), and, as the reference, the same numbers for the
+10-component GMM fitted to the training codes (``encoder-gmm``).
+
+    python bench/ldc_sampler_targets.py RUN_DIR --steps 1200 --out bench/results/ldc-sampler-targets.json
+
+Freezing the autoencoder isolates the sampler's problem (cover a fixed mixture of sharp modes)
+from the moving target of joint training, at a fraction of its cost; the chosen default is then
+checked by a joint run (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from latentgap.data.base import epoch_seed
+from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
+from latentgap.reproduce.harness import machine_info
+from latentgap.train.run import load_run
+
+VARIANTS: dict[str, dict] = {
+    "paired (literal Algorithm 1 line 6)": {"sampler_target": "paired"},
+    "mixture, sinkhorn, M=100": {"sampler_target": "mixture", "sampler_particles": 100},
+    "mixture, sinkhorn, M=400": {"sampler_target": "mixture", "sampler_particles": 400},
+    "mixture, sinkhorn, M=100, sigma2 annealed 30x->1": {
+        "sampler_target": "mixture",
+        "sampler_particles": 100,
+        "sampler_anneal": 30.0,
+        "sampler_anneal_iters": 600,
+    },
+    "kde, Scott bandwidth, M=100": {"sampler_target": "kde", "kde_bandwidth": 1.0},
+    "kde, 0.3 x Scott, M=100": {"sampler_target": "kde", "kde_bandwidth": 0.3},
+    "kde, 0.1 x Scott, M=100": {"sampler_target": "kde", "kde_bandwidth": 0.1},
+    "kde, 0.3 x Scott, M=400": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.3,
+        "sampler_particles": 400,
+    },
+    "kde, 0.3 x Scott, M=100, 3 sampler steps per batch": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.3,
+        "sampler_steps": 3,
+    },
+    # the SVGD estimator without its j = i self-attraction (stein.svgd, leave_one_out)
+    "mixture, sinkhorn, M=100, leave-one-out": {
+        "sampler_target": "mixture",
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.3 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.3,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 1.5 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 1.5,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.7 x Scott, M=100, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.7,
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=100, leave-one-out, 3 sampler steps per batch": {
+        "sampler_target": "kde",
+        "sampler_leave_one_out": True,
+        "sampler_steps": 3,
+    },
+    "kde, Scott bandwidth, M=200, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_particles": 200,
+        "sampler_leave_one_out": True,
+    },
+    "kde, Scott bandwidth, M=400, leave-one-out": {
+        "sampler_target": "kde",
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "kde, 0.5 x Scott, M=400, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_bandwidth": 0.5,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+}
+
+
+def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed: int) -> float:
+    """Re-initialise the sampler and train it for ``steps`` batches with the run's config
+    ``base`` changed by ``options``; seconds."""
+    model.config = dataclasses.replace(base, **{"sampler_leave_one_out": False, **options})
+    torch.manual_seed(seed)
+    for m in model.sampler.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    model.sampler_updates.zero_()
+    model.memory_count.zero_()
+    opt = torch.optim.Adam(model.sampler.parameters(), lr=lr)
+    model.train()
+    model.encoder.eval()
+    t0 = time.perf_counter()
+    done, epoch = 0, 0
+    while done < steps:
+        torch.manual_seed(epoch_seed(seed, epoch))
+        for batch in train.batches(100, shuffle=True, seed=seed, epoch=epoch):
+            with torch.no_grad():
+                model._remember(model.encode(batch.x, 1)[:, 0])
+            for _ in range(model.config.sampler_steps):
+                out = model("sampler", batch)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                opt.step()
+            done += 1
+            if done >= steps:
+                break
+        epoch += 1
+    model.eval()
+    return time.perf_counter() - t0
+
+
+def distance(model, test, sampler: str, n: int, seed: int) -> dict[str, float]:
+    codes = collect_codes(model, test, n, seed, sampler=sampler)
+    mmd2, p = mmd_test(codes.encoder, codes.generation, 200, seed)
+    spread = codes.generation.std(0).mean() / codes.encoder.std(0).mean()
+    return {
+        "mmd2": mmd2,
+        "mmd_p": p,
+        "c2st": classifier_accuracy(codes.encoder, codes.generation, seed),
+        "std_ratio": float(spread),  # generation / encoder, per-dimension std averaged
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--steps", type=int, default=1200, help="sampler batches per variant")
+    p.add_argument("--n", type=int, default=2000, help="codes per two-sample test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", action="append", help="variant names to run (default: all)")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model, config, splits = load_run(args.run_dir)
+    for param in [*model.encoder.parameters(), *model.decoder.parameters()]:
+        param.requires_grad_(False)
+    model.fit_reference_density(splits.train)
+    base = model.config
+    results = {
+        "command": shlex.join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "run": str(args.run_dir),
+        "steps": args.steps,
+        "machine": machine_info(),
+        "encoder-gmm": distance(model, splits.test, "encoder-gmm", args.n, args.seed),
+        "variants": {},
+    }
+    print(json.dumps({"encoder-gmm": results["encoder-gmm"]}), flush=True)
+    for name, options in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        seconds = train_sampler(
+            model, base, splits.train, options, args.steps, config.train.lr, args.seed
+        )
+        row = {"options": options, "seconds": seconds}
+        row.update(distance(model, splits.test, "sampler-net", args.n, args.seed))
+        results["variants"][name] = row
+        print(json.dumps({name: row}), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
