@@ -62,7 +62,7 @@ def main() -> None:
         args.chains, args.temps, args.leapfrog, reverse=False, coarse_fraction=None
     )
     seconds = time.perf_counter() - t0
-    pilot = 128
+    pilot = min(128, max(16, args.chains // 4))
     grad_evals = (args.chains + pilot) * args.temps * args.leapfrog
     z = torch.randn(256, options["latent_dim"], requires_grad=True)
     with FlopCount() as count:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 
@@ -203,6 +205,12 @@ def test_quickstart_on_a_small_slice(tmp_path, capsys, data_root):
             "50",
             "--iw-samples",
             "20",
+            "--ais-chains",
+            "32",
+            "--ais-temps",
+            "30",
+            "--fid-samples",
+            "64",
             "--data-dir",
             str(data_root),
         ]
@@ -211,7 +219,12 @@ def test_quickstart_on_a_small_slice(tmp_path, capsys, data_root):
     assert code == 0, captured.err
     summary = json.loads(captured.out[captured.out.index("{") :])
     assert summary["n_test"] == 50 and summary["test_nll_nats"] > 0
-    assert set(summary["samples"]) == {"gan+mala", "gan", "prior"}
+    assert set(summary["samples"]) == {"gan+mala", "gan", "mala", "prior"}
+    assert math.isfinite(summary["log_z"]) and "log_z_paper" in summary  # AIS and Eq. (8)
+    if os.environ.get("LATENTGAP_INCEPTION"):  # CI has the weights: the sample FID is computed
+        assert summary["fid_samples"] == 64 and summary["fid_sample"] > 0
+    else:
+        assert "fid_skipped" in summary
     for path in summary["samples"].values():
         assert (tmp_path / "qs" / path.split("/")[-1]).exists()
     assert json.loads((out / "eval.json").read_text())["model"] == "vaepp"

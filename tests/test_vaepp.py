@@ -30,6 +30,11 @@ OPTIONS = {
     "mala_step_size": 1e-3,
     "logz_normal_samples": 32,
     "eval_logz_samples": 2,
+    "ais_chains": 128,
+    "ais_temps": 100,
+    "ais_leapfrog": 2,
+    "epoch_ais_chains": 16,
+    "epoch_ais_temps": 20,
 }
 
 

@@ -45,6 +45,8 @@ def add_parser(sub) -> None:
         "Inception weights (--inception, $LATENTGAP_INCEPTION or the cache)",
     )
     p.add_argument("--inception", type=Path, metavar="PATH", help="Inception weights for FID")
+    p.add_argument("--ais-chains", type=positive_int, metavar="N", help="VAEPP: AIS chains")
+    p.add_argument("--ais-temps", type=positive_int, metavar="K", help="VAEPP: AIS temperatures")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="overwrite --out if it holds a run")
@@ -93,12 +95,14 @@ def run(args: argparse.Namespace) -> int:
     splits = load_splits(config, args.data_dir)
     test = splits.test.subset(args.nll_limit) if args.nll_limit else splits.test
     model = result.model.eval()
+    ais = {"ais_chains": args.ais_chains, "ais_temps": args.ais_temps}
+    ais = {k: v for k, v in ais.items() if v is not None} if hasattr(model, "pullback") else {}
     nll = evaluate_nll(
         model,
         test,
         k=args.iw_samples,
         progress=True,
-        before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r),
+        before_repeat=lambda r: model.prepare_evaluation(splits.train, repeat=r, **ais),
     )
     results = {"model": config.model, "dataset": config.data.name, **nll.to_dict()}
     if "log_z_paper" in results:

@@ -214,7 +214,7 @@ def ais_log_z(
     schedule: str = "sigmoid",
     target_accept: float = TARGET_ACCEPT,
     init_step: float = 0.1,
-    pilot_chains: int = 128,
+    pilot_chains: int | None = None,
     reverse: bool = True,
     coarse_fraction: float | None = 0.25,
     tolerance: float = 1.0,
@@ -231,11 +231,14 @@ def ais_log_z(
     ``log_weight`` maps z (n, D) to ℓ(z) (n,) and must be differentiable in z (for VAEPP:
     z ↦ −β·D(G(z))). ``n_chains`` forward chains over ``n_temps`` temperatures of ``schedule``,
     one HMC transition of ``n_leapfrog`` leapfrog steps each, with the step sizes a pilot of
-    ``pilot_chains`` chains adapted toward ``target_accept``. With ``reverse`` the chains are then
+    ``pilot_chains`` chains (default n_chains/4, between 16 and 128) adapted toward
+    ``target_accept``. With ``reverse`` the chains are then
     annealed back (upper estimate); with ``coarse_fraction`` a run with that fraction of the
     temperatures is added. Disagreement beyond ``tolerance`` nats warns. With a distributed
     ``ctx`` the chains are split across ranks and the estimates combined exactly.
     """
+    if pilot_chains is None:
+        pilot_chains = min(128, max(16, n_chains // 4))
     if dim <= 0 or n_chains <= 0 or n_leapfrog <= 0 or chain_batch <= 0 or pilot_chains <= 0:
         raise ValueError("dim, n_chains, n_leapfrog, pilot_chains and chain_batch must be positive")
     start = time.perf_counter()

@@ -166,7 +166,18 @@ def merge_overrides(base: Mapping[str, Any], override: Mapping[str, Any]) -> dic
 _VAEPP_ROWS = {"naive-vaepp": "Naive VAEPP", "vaepp": "VAEPP", "vaepp-flow": "VAEPP + Flow"}
 _VAEPP_MODEL = {"naive-vaepp": "vaepp-naive", "vaepp": "vaepp", "vaepp-flow": "vaepp"}
 _VAEPP_PRESET = {"naive-vaepp": "vaepp-naive", "vaepp": "vaepp", "vaepp-flow": "vaepp-flow"}
-_VAEPP_SMOKE = {"model_options": {"gan_epochs": 1, "mala_steps": 10, "eval_logz_samples": 1}}
+_VAEPP_SMOKE = {
+    "model_options": {
+        "gan_epochs": 1,
+        "mala_steps": 10,
+        "eval_logz_samples": 1,
+        "ais_chains": 64,
+        "ais_temps": 50,
+        "ais_leapfrog": 2,
+        "epoch_ais_chains": 16,
+        "epoch_ais_temps": 20,
+    }
+}
 _CPU_VAEPP_EPOCHS = {"train": {"epochs": 24}, "model_options": {"gan_epochs": 4}}
 
 # cpu versions of the paper's per-dataset settings (REFERENCE.md): latent size, bound w, data
