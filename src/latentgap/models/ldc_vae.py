@@ -67,8 +67,10 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
   The sampler's SVGD drops the j = i term (``sampler_leave_one_out``, default on): with M = 100
   particles in 16-D and the median bandwidth, Σ_{j≠i} k(z_j, z_i) ≈ 1 = k(z_i, z_i), so the
   self-term is half the drive, pure gradient ascent on the target; the sampler then
-  under-disperses (codes' std 0.59 of the encoder's, MMD² 0.25 on a frozen autoencoder) and
-  with it the std reaches 1.07 of the encoder's (MMD² 0.035; bench/ldc_sampler_targets.py).
+  under-disperses (on a frozen MNIST autoencoder: codes' std 0.59 of the encoder's, MMD² 0.26)
+  and without it reaches 1.07 (MMD² 0.035; the batch-mixture target: 0.38 / 0.40 and the paired
+  one 0.01 / 0.63 — bench/ldc_sampler_targets.py, docs/results.md). Narrower KDE bandwidths
+  (0.3–0.7 × Scott) made the sampler collapse instead (std 0.15–0.73).
   ``sampler_anneal`` > 1 starts the target broad and anneals it to the encoder's over
   ``sampler_anneal_iters`` sampler updates: the target's σ² ("mixture", "paired") or h² ("kde")
   is multiplied by 1 + (a − 1)·max(0, 1 − t/T). The decoder runs in eval mode in the sampler
