@@ -26,16 +26,25 @@ from models import FlopCount  # noqa: E402
 from throughput import REPO, machine_info, matmul_peak_gflops  # noqa: E402
 
 
-def step_seconds(model, batch, repeats: int) -> float:
-    """Median seconds of one loss + backward on ``batch``."""
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        out = model("vaepp" if hasattr(model, "pullback") else "loss", batch)
-        out.loss.backward()
-        model.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
+def one_step(model, batch) -> float:
+    """Seconds of one loss + backward on ``batch``."""
+    t0 = time.perf_counter()
+    out = model("vaepp" if hasattr(model, "pullback") else "loss", batch)
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(models: dict, batch, repeats: int) -> dict[str, float]:
+    """Median step seconds per model, the models timed in turn within each round, so a noisy
+    machine slows all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(repeats + 1):
+        for name, model in models.items():
+            t = one_step(model, batch)
+            if r:
+                times[name].append(t)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def main() -> None:
@@ -72,17 +81,16 @@ def main() -> None:
     # training-step cost on one batch of 128 binarised images
     x = (torch.rand(128, 1, 28, 28) < 0.15).float()
     batch = Batch(x=x, e=x, y=None)
-    steps = {}
-    vae = build_model(
-        "vae",
-        {k: options[k] for k in ("arch", "latent_dim", "arch_options")},
-        spec,
-    ).train()
-    steps["vae"] = step_seconds(vae, batch, args.step_repeats)
+    models = {
+        "vae": build_model(
+            "vae", {k: options[k] for k in ("arch", "latent_dim", "arch_options")}, spec
+        ).train()
+    }
     for mode in ("paper", "persistent"):
         m = build_model("vaepp", options | {"train_logz": mode}, spec).train()
         m.prepare_training(type("T", (), {"__len__": lambda self: 60000})())
-        steps[f"vaepp_{mode}"] = step_seconds(m, batch, args.step_repeats)
+        models[f"vaepp_{mode}"] = m
+    steps = interleaved_medians(models, batch, args.step_repeats)
     result = {
         "benchmark": "vaepp-small-ais-and-step-cost",
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
