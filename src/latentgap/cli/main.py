@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="VAEs with learnable priors and latent-consistency training (VAEPP, LDC-VAE).",
     )
     parser.add_argument("--version", action="version", version=f"latentgap {__version__}")
+    parser.add_argument(
+        "--import",
+        dest="global_imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE before the command runs (own nets, models or datasets)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for module in (
         train_cmd,
@@ -68,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        from latentgap.plugins import import_modules
+
+        import_modules(args.global_imports)
         return int(args.func(args) or 0)
     except TrainingDiverged as err:
         sys.stderr.write(f"latentgap: {err}\n")
