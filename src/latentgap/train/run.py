@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from latentgap.config import ExperimentConfig
-from latentgap.data import DataSpec, Splits, get_dataset
+from latentgap.data import DataSpec, Splits, absolute_dataset_name, get_dataset
 from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.errors import CheckpointError, ConfigError, LatentgapError
 from latentgap.models import GenerativeModel, build_model
@@ -36,6 +36,9 @@ def check_device(device: str) -> None:
 
 
 def load_splits(config: ExperimentConfig, data_dir: str | None = None) -> Splits:
+    from latentgap.plugins import import_modules
+
+    import_modules(config.imports)
     splits = get_dataset(config.data.name, data_dir=data_dir, **config.data.options)
     return splits.limit(config.data.limit_train, config.data.limit_test)
 
@@ -81,10 +84,17 @@ def train(
     resume: bool = False,
     force: bool = False,
     data_dir: str | None = None,
+    command: str | None = None,
 ) -> TrainResult:
     """Train (or resume) the run in ``out``. On resume the saved config wins, except that
-    ``config.train.epochs`` may extend it."""
+    ``config.train.epochs`` may extend it. ``command`` is recorded in ``provenance.json``
+    (default: this process's command line)."""
+    from latentgap.plugins import import_modules
+    from latentgap.train.provenance import record_provenance
+
     out = Path(out)
+    import_modules(config.imports)
+    config.data.name = absolute_dataset_name(config.data.name)
     check_device(config.train.device)
     ctx = init_distributed(config.train.device)
     failure: LatentgapError | None = None
@@ -108,24 +118,58 @@ def train(
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.model_options, splits.spec)
     device = resolve_device(config.train.device, ctx)
+    if state is None and config.init_from:
+        init_weights(model, config.init_from)
     trainer = Trainer(model, config, splits, out, device, ctx)
     if state is not None:
         trainer.load_state_dict(state, out / CHECKPOINT)
     elif ctx.is_main:
         config.save(out / "config.json")
+    if ctx.is_main:
+        record_provenance(out, command=command, device=str(device), resumed=state is not None)
     record = trainer.fit()
     return TrainResult(out, record, trainer.model, config, ctx.is_main)
+
+
+def init_weights(model: GenerativeModel, source: str | Path) -> None:
+    """Load the weights of a run (its checkpoint) or an export into ``model`` (``--init-from``)."""
+    from latentgap.train.export import is_export, load_export_weights
+
+    source = Path(source)
+    if not source.is_dir():
+        raise CheckpointError(f"--init-from {source}: no such run or export directory")
+    try:
+        if is_export(source):
+            load_export_weights(model, source)
+        else:
+            state = load_checkpoint(source / CHECKPOINT)
+            load_model_state(model, state["model"], source / CHECKPOINT)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"--init-from {source}: {err} (the model options must match the source's)"
+        ) from None
 
 
 def load_run(
     run_dir: Path, device: str = "cpu", data_dir: str | None = None, load_data: bool = True
 ) -> tuple[GenerativeModel, ExperimentConfig, Splits | None]:
-    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data."""
+    """The trained model of ``run_dir`` (weights from its checkpoint, or from
+    ``model.safetensors`` for an export folder), its config and (``load_data``) its data."""
+    from latentgap.plugins import import_modules
+    from latentgap.train.export import export_spec, is_export, load_export_weights
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     check_device(device)
     config = ExperimentConfig.load(run_dir / "config.json")
+    import_modules(config.imports)
+    if is_export(run_dir):
+        splits = load_splits(config, data_dir) if load_data else None
+        model = build_model(config.model, config.model_options, export_spec(run_dir))
+        load_export_weights(model, run_dir)
+        model.to(device).eval()
+        return model, config, splits
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     splits = load_splits(config, data_dir) if load_data else None
     spec = splits.spec if splits is not None else spec_from_state(state, run_dir)
@@ -161,6 +205,7 @@ def update_eval_json(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "DistContext",
     "TrainResult",
+    "init_weights",
     "load_run",
     "load_splits",
     "prepare_run_dir",
