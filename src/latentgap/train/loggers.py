@@ -9,8 +9,10 @@ extra when it is missing:
 - ``tensorboard`` (``pip install 'latentgap[tensorboard]'``): event files in ``DIR/tensorboard``;
   scalars, the sample grids (``add_image``) and the hyperparameters (``add_hparams``).
 - ``mlflow`` (``pip install 'latentgap[mlflow]'``): a run in ``$MLFLOW_TRACKING_URI``, default
-  the file store ``DIR/mlruns`` (``mlflow ui --backend-store-uri DIR/mlruns``); experiment
-  ``$MLFLOW_EXPERIMENT_NAME`` or ``latentgap``; scalars, images, params, artifacts.
+  a local SQLite store ``DIR/mlflow.db`` with artifacts in ``DIR/mlartifacts`` (MLflow 3 keeps
+  its ``mlruns`` file store in maintenance mode); view it with
+  ``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db``. Experiment
+  ``$MLFLOW_EXPERIMENT_NAME`` or ``latentgap``; scalars, sample grids, params, artifacts.
 - ``wandb`` (``pip install 'latentgap[wandb]'``): a W&B run in ``DIR/wandb``, offline unless
   ``WANDB_MODE`` says otherwise (``wandb sync`` uploads it); project ``$WANDB_PROJECT`` or
   ``latentgap``.
@@ -139,15 +141,22 @@ class MLflowLogger(Logger):
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise _missing("mlflow") from None
-        self.out_dir = Path(out_dir)
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (self.out_dir / "mlruns").resolve().as_uri()
+        self.out_dir = Path(out_dir).resolve()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.out_dir / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         run_id = _ids(self.out_dir).get("mlflow")
         if run_id is None:
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "latentgap")
             exp = self.client.get_experiment_by_name(name)
-            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+            artifacts = None
+            if not os.environ.get("MLFLOW_TRACKING_URI"):
+                artifacts = (self.out_dir / "mlartifacts").as_uri()
+            exp_id = (
+                exp.experiment_id
+                if exp is not None
+                else self.client.create_experiment(name, artifact_location=artifacts)
+            )
             run = self.client.create_run(exp_id, run_name=self.out_dir.resolve().name)
             run_id = run.info.run_id
             _save_id(self.out_dir, "mlflow", run_id)
