@@ -10,11 +10,12 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="write an HTML report of a run or a reproduced table",
+        help="write an HTML report of a run, a comparison of runs or a reproduced table",
         description="Write DIR/report/index.html (figures embedded, PNGs beside it) for a run "
-        "directory (config.json) or a 'latentgap reproduce' folder (results.json).",
+        "directory (config.json) or a 'latentgap reproduce' folder (results.json); with "
+        "several run directories, a side-by-side comparison (default ./report/index.html).",
     )
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, nargs="+", metavar="DIR")
     p.add_argument(
         "--out", type=Path, metavar="PATH", help="HTML file or folder (default DIR/report/)"
     )
@@ -34,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from latentgap.report import build_report
 
     path = build_report(
-        args.directory, args.out, samples=args.samples, data_dir=args.data_dir, device=args.device
+        args.directory if len(args.directory) > 1 else args.directory[0],
+        args.out,
+        samples=args.samples,
+        data_dir=args.data_dir,
+        device=args.device,
     )
     print(json.dumps({"report": str(path)}))
     return 0

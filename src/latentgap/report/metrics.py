@@ -171,10 +171,13 @@ def _caveats(m: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def group_metrics(
-    metrics: dict[str, Any], training: dict[str, Any] | None = None
+    metrics: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> list[MetricGroup]:
     """Rows of ``metrics`` (eval.json) and ``training`` (the last epoch record of
-    metrics.jsonl) in reader's groups, in a fixed order; empty groups are left out."""
+    metrics.jsonl; ``config`` says on how many test images its test terms are) in reader's
+    groups, in a fixed order; empty groups are left out."""
     groups: dict[str, MetricGroup] = {t: MetricGroup(t) for t in ORDER}
     other = MetricGroup("Other")
     for key, value in metrics.items():
@@ -209,7 +212,13 @@ def group_metrics(
             ("epoch_seconds", "last epoch time", "s"),
         ):
             if training.get(key) is not None:
-                basis = "eval_batches test batches" if key.startswith("test_") else ""
+                basis = ""
+                if key.startswith("test_"):
+                    tc = (config or {}).get("train", {})
+                    basis = "the first test batches"
+                    if tc.get("eval_batches") and tc.get("batch_size"):
+                        n = tc["eval_batches"] * tc["batch_size"]
+                        basis = f"at most {n:,} test images (eval_batches × batch_size), 1 draw"
                 rows.append(MetricRow(key, label, fmt(training[key]), unit, basis, training[key]))
     out = [g for g in groups.values() if g.rows]
     return out + ([other] if other.rows else [])
