@@ -95,6 +95,15 @@ KNOWN: dict[str, tuple[str, str, str, Any]] = {
     "log_z": ("Likelihood", "log Ẑ (Eq. 8)", "nats", lambda m: ""),
     "log_z_normal": ("Likelihood", "log Ẑ (p_N proposal)", "nats", lambda m: ""),
     "log_z_gap": ("Likelihood", "log Ẑ gap (p_N − Eq. 8)", "nats", lambda m: ""),
+    "log_z_std_err": ("Likelihood", "log Ẑ standard error (Eq. 8)", "nats", lambda m: ""),
+    "log_z_normal_std_err": ("Likelihood", "log Ẑ standard error (p_N)", "nats", lambda m: ""),
+    "log_z_normal_ess": (
+        "Likelihood",
+        "p_N proposal: effective sample size",
+        "samples",
+        lambda m: "",
+    ),
+    "beta": ("VAEPP diagnostics", "β (pull-back strength)", "", lambda m: ""),
     "fid_sample": ("Sample quality", "FID of samples", "", _fid_basis),
     "fid_recon": (
         "Sample quality",

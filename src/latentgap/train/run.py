@@ -120,6 +120,10 @@ def train(
     device = resolve_device(config.train.device, ctx)
     if state is None and config.init_from:
         init_weights(model, config.init_from)
+    if state is None and ctx.is_main:  # a new run is a new tracker run, also under --force
+        from latentgap.train.loggers import IDS_FILE
+
+        (out / IDS_FILE).unlink(missing_ok=True)
     trainer = Trainer(model, config, splits, out, device, ctx)
     if state is not None:
         trainer.load_state_dict(state, out / CHECKPOINT)
