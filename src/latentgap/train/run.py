@@ -113,6 +113,9 @@ def train(
         saved.train.epochs = max(saved.train.epochs, config.train.epochs)
         for name in ("device", "progress", "precision", "compile", "channels_last"):
             setattr(saved.train, name, getattr(config.train, name))  # how, not what, to train
+        if config.train.loggers:  # trackers asked for on resume join the saved ones
+            both = (*saved.train.loggers, *config.train.loggers)
+            saved.train.loggers = tuple(dict.fromkeys(both))
         config = saved
     splits = load_splits(config, data_dir)
     torch.manual_seed(config.train.seed)
