@@ -85,8 +85,9 @@ def test_run_report_has_every_section_and_figures_beside_it(vaepp_run, tmp_path)
     assert 'src="data:image/png;base64,' in text and 'src="http' not in text
     names = {p.name for p in page.parent.glob("*.png")}
     assert {"loss.png", "vaepp-prior.png", "recon.png", "samples-gan+mala.png"} <= names
-    # curves, β/log Ẑ, samples.png, 4 fresh sampler grids, reconstructions, t-SNE
-    assert image_count(page) == 2 + 1 + 4 + 1 + 1
+    # curves, β/log Ẑ, the persistent chains' acceptance, samples.png, 4 fresh sampler grids,
+    # reconstructions, t-SNE
+    assert image_count(page) == 2 + 1 + 1 + 4 + 1 + 1
 
 
 def test_table_report_shows_results_and_each_run(vaepp_run, tmp_path):
