@@ -85,8 +85,9 @@ def test_run_report_has_every_section_and_figures_beside_it(vaepp_run, tmp_path)
     assert 'src="data:image/png;base64,' in text and 'src="http' not in text
     names = {p.name for p in page.parent.glob("*.png")}
     assert {"loss.png", "vaepp-prior.png", "recon.png", "samples-gan+mala.png"} <= names
-    # curves, β/log Ẑ, samples.png, 4 fresh sampler grids, reconstructions, t-SNE
-    assert image_count(page) == 2 + 1 + 4 + 1 + 1
+    # curves, β/log Ẑ, the persistent chains' acceptance, samples.png, 4 fresh sampler grids,
+    # reconstructions, t-SNE
+    assert image_count(page) == 2 + 1 + 1 + 4 + 1 + 1
 
 
 def test_table_report_shows_results_and_each_run(vaepp_run, tmp_path):
@@ -148,3 +149,83 @@ def test_report_renders_in_headless_chromium(vaepp_run, tmp_path):
     bad = '<img src="data:image/png;base64,AAAA" alt="corrupt">'
     broken.write_text(page.read_text().replace("</body>", bad + "</body>"))
     assert rendered_images(broken, tmp_path) == f"{n}/{n + 1}"
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory) -> Path:
+    """A one-epoch VAE on the toy images, with an eval.json of a small FID and two repeats."""
+    from latentgap.cli.main import main as cli
+
+    out = tmp_path_factory.mktemp("compare") / "vae-run"
+    args = ["train", "--out", str(out), "--dataset", "toy-images", "--latent-dim", "2"]
+    args += ["--epochs", "2", "--batch-size", "32", "--no-progress", "--log-every", "2"]
+    assert cli([*args, "--set", "model_options.arch_options.hidden=[16]"]) == 0
+    metrics = {"run": str(out), "dataset": "toy-images", "nll_nats": 30.25, "nll_std": 0.5}
+    metrics.update(repeats=2, per_repeat=[29.75, 30.75], n_examples=128, iw_samples=100)
+    metrics.update(fid_sample=180.0, fid_samples=200, fid_reference_size=512)
+    metrics.update(fid_reference="train", fid_extractor="inception")
+    (out / "eval.json").write_text(json.dumps(metrics))
+    return out
+
+
+def test_metrics_are_grouped_with_units_sizes_and_caveats(vaepp_run, vae_run, tmp_path):
+    from latentgap.report.metrics import group_metrics
+
+    groups = {g.title: g for g in group_metrics(json.loads((vae_run / "eval.json").read_text()))}
+    assert list(groups) == ["Likelihood", "Sample quality"]
+    nll = {r.key: r for r in groups["Likelihood"].rows}
+    assert list(nll) == ["nll_nats", "nll_std"] and nll["nll_nats"].unit == "nats"
+    assert nll["nll_nats"].basis == "128 test images × 100 importance samples × 2 repeats"
+    assert "FID of 200 images" in groups["Sample quality"].caveats[0]
+    assert (
+        groups["Sample quality"].rows[0].basis
+        == "200 images vs 512 train images (inception features)"
+    )
+    one = group_metrics({"nll_nats": 1.0, "nll_std": 0.0, "repeats": 1, "per_repeat": [1.0]})
+    assert [r.key for g in one for r in g.rows] == ["nll_nats"]  # no std of one repeat
+    text = build_report(vaepp_run, tmp_path / "r").read_text()
+    assert (
+        "per_repeat" not in text and "<h4>Likelihood</h4>" in text and "<h4>Training</h4>" in text
+    )
+    assert "Provenance (provenance.json)" in text and "Report written" in text
+
+
+def test_comparison_report_has_every_section(vaepp_run, vae_run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["report", str(vaepp_run), str(vae_run), "--out", str(out)]) == 0
+    page = out / "index.html"
+    assert json.loads(capsys.readouterr().out) == {"report": str(page)}
+    text = page.read_text()
+    for heading in ("Comparison of 2 runs", "<h2>Runs</h2>", "<h2>Metrics</h2>"):
+        assert heading in text
+    for heading in ("<h2>Training curves</h2>", "<h2>Samples</h2>", "<h2>Provenance</h2>"):
+        assert heading in text
+    assert "Run run</h2>" in text and "Run vae-run</h2>" in text  # then a section per run
+    assert "<td>vaepp</td><td>vae</td>" in text  # models side by side
+    assert "12.5<br>" in text and "30.25<br>" in text  # the two NLLs in one row
+    assert "vae-run: FID of 200 images" in text
+    assert (out / "compare-curves.png").exists() and text.count("latentgap train") >= 1
+    assert '<div class="row">' in text and text.count("samples.png</figcaption>") >= 2
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="headless check needs /usr/bin/chromium (apt-get install chromium)",
+)
+def test_comparison_report_renders_in_headless_chromium(vaepp_run, vae_run, tmp_path):
+    page = build_report([vaepp_run, vae_run], tmp_path / "cmp")
+    n = image_count(page)
+    assert n >= 1 + 2 + 2 and rendered_images(page, tmp_path) == f"{n}/{n}"
+
+
+def test_plot_training_curves(vaepp_run, vae_run, tmp_path, capsys):
+    one = tmp_path / "one.png"
+    assert main(["plot", str(vae_run), "--curves", str(one), "--terms", "kl,rec"]) == 0
+    assert json.loads(capsys.readouterr().out)["terms"] == ["kl", "rec"] and one.exists()
+    both = tmp_path / "both.png"
+    assert main(["plot", str(vaepp_run), str(vae_run), "--curves", str(both)]) == 0
+    assert both.stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["plot", str(vae_run), "--curves", str(one), "--terms", "nope"]) == 2
+    assert "no run logged 'nope'; logged terms:" in capsys.readouterr().err
+    assert main(["plot", str(vae_run)]) == 2

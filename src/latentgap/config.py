@@ -178,7 +178,9 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always saves)
     eval_batches: int = 10  # test batches for the per-epoch test loss (0: none)
     grad_clip: float | None = None
-    tensorboard: bool = False
+    tensorboard: bool = False  # the same as "tensorboard" in loggers
+    # experiment trackers besides metrics.jsonl: tensorboard, mlflow, wandb (train/loggers.py)
+    loggers: tuple[str, ...] = ()
     progress: bool = True
     precision: str = "fp32"  # "bf16": autocast the networks; log-densities and log Z stay fp32
     compile: str | None = None  # torch.compile mode: "default", "reduce-overhead", ...
@@ -219,6 +221,11 @@ class TrainConfig:
                 "oneDNN's CPU kernels compute wrong weight gradients for narrow strided 1x1 "
                 "convolutions in that layout; drop --channels-last or use --device cuda"
             )
+        if self.loggers:
+            from latentgap.train.loggers import LOGGERS
+
+            for name in self.loggers:
+                LOGGERS.get(name)  # ConfigError listing the valid names
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ConfigError(
                 f"unknown compile mode {self.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"
@@ -234,6 +241,10 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str | None = None
+    # modules imported before anything is built: own nets, models, datasets (latentgap.plugins)
+    imports: tuple[str, ...] = ()
+    # a run or export whose weights start this run (fine-tuning); its optimiser state is not used
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, "config")

@@ -1,4 +1,5 @@
-"""``latentgap export DIR``: trained weights as safetensors plus config.json."""
+"""``latentgap export DIR``: a loadable export (safetensors weights, config, data spec, model
+card); see :mod:`latentgap.train.export`."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ from latentgap.train.rundir import check_export_dir, nonempty_path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export trained weights as safetensors + config.json")
+    p = sub.add_parser(
+        "export", help="export a run: safetensors weights, config, data spec, model card"
+    )
     p.add_argument("run_dir", type=Path, metavar="DIR")
     p.add_argument("--out", type=nonempty_path, help="output folder (default DIR/export)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgap.train.checkpoint import export_safetensors
-    from latentgap.train.run import load_run
+    from latentgap.train.export import export_run
 
-    model, config, _ = load_run(args.run_dir, "cpu", load_data=False)
     out = args.out or args.run_dir / "export"
     check_export_dir(out, args.run_dir)  # never over another run's config.json
-    weights = export_safetensors(model, config.to_dict(), out)
-    print(json.dumps({"weights": str(weights), "config": str(out / "config.json")}))
+    print(json.dumps(export_run(args.run_dir, out)))
     return 0

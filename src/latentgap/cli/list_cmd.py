@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def registries() -> dict[str, list[tuple[str, str]]]:
-    from latentgap.data import DATASETS
+    from latentgap.data import DATASETS, SOURCES
     from latentgap.likelihoods import LIKELIHOODS
     from latentgap.models import MODELS
     from latentgap.nets import ARCHITECTURES
@@ -26,7 +26,8 @@ def registries() -> dict[str, list[tuple[str, str]]]:
 
     return {
         "models": [(n, doc(c)) for n, c in MODELS.items()],
-        "datasets": [(n, d.description) for n, d in DATASETS.items()],
+        "datasets": [(n, d.description) for n, d in DATASETS.items()]
+        + [(f"{n}:PATH", src.description) for n, src in SOURCES.items()],
         "archs": [(n, a.description) for n, a in ARCHITECTURES.items()],
         "presets": [(n, p.description) for n, p in PRESETS.items()],
         "likelihoods": [(n, doc(c)) for n, c in LIKELIHOODS.items()],

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd,
         evaluate_cmd,
         export_cmd,
+        fid_cmd,
         list_cmd,
         plot_cmd,
         quickstart_cmd,
@@ -49,12 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="VAEs with learnable priors and latent-consistency training (VAEPP, LDC-VAE).",
     )
     parser.add_argument("--version", action="version", version=f"latentgap {__version__}")
+    parser.add_argument(
+        "--import",
+        dest="global_imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE before the command runs (own nets, models or datasets)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for module in (
         train_cmd,
         evaluate_cmd,
         sample_cmd,
         export_cmd,
+        fid_cmd,
         data_cmd,
         list_cmd,
         quickstart_cmd,
@@ -121,11 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
+            from latentgap.plugins import import_modules
+
+            import_modules(args.global_imports)
             return int(args.func(args) or 0)
     except (TrainingDiverged, NonFiniteResult) as err:
         sys.stderr.write(f"latentgap: {err}\n")

@@ -1,4 +1,6 @@
-"""``latentgap plot DIR [DIR ...] --latent-tsne OUT.png``: the LDC-VAE paper's Fig. 2.
+"""``latentgap plot DIR [DIR ...] --curves OUT.png``: training curves of any logged term (one
+panel per term; several runs overlaid against the optimizer step), and
+``--latent-tsne OUT.png``: the LDC-VAE paper's Fig. 2.
 
 One panel per run: t-SNE (scikit-learn, after PCA to 50 dimensions when the latent space is
 larger) of encoder codes of test images against the codes generation decodes (prior samples for
@@ -17,9 +19,16 @@ from latentgap.errors import ConfigError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("plot", help="figures of trained runs (latent t-SNE)")
+    p = sub.add_parser("plot", help="figures of trained runs (training curves, latent t-SNE)")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="DIR")
-    p.add_argument("--latent-tsne", type=Path, required=True, metavar="OUT.png")
+    p.add_argument("--curves", type=Path, metavar="OUT.png", help="training curves")
+    p.add_argument(
+        "--terms",
+        metavar="A,B,...",
+        help="logged terms to plot with --curves (default: the losses and the ELBO); see the "
+        "keys of metrics.jsonl, e.g. loss,kl,rec,beta",
+    )
+    p.add_argument("--latent-tsne", type=Path, metavar="OUT.png", help="t-SNE of latent codes")
     p.add_argument("--num", type=positive_int, default=2000, help="codes per set (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -41,7 +50,51 @@ def _tsne(codes, seed: int):
     return TSNE(2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
 
 
+def plot_curves(args: argparse.Namespace) -> dict:
+    from latentgap.report import figures
+    from latentgap.train.metrics_log import read_metrics
+
+    if args.curves.suffix.lower() != ".png":
+        raise ConfigError(f"--curves must name a .png file, got {args.curves}")
+    runs = []
+    for run_dir in args.run_dirs:
+        path = Path(run_dir) / "metrics.jsonl"
+        if not path.exists():
+            raise ConfigError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
+        runs.append((Path(run_dir).name, read_metrics(path)))
+    terms = [t.strip() for t in args.terms.split(",") if t.strip()] if args.terms else None
+    if terms is not None:
+        logged = {k for _, records in runs for r in records for k in r}
+        missing = [t for t in terms if t not in logged]
+        if missing:
+            valid = sorted(k for k in logged if k not in ("time", "split", "phase", "event"))
+            raise ConfigError(
+                f"no run logged {', '.join(map(repr, missing))}; logged terms: {', '.join(valid)}"
+            )
+    if len(runs) == 1:
+        records = runs[0][1]
+        if terms is None:
+            path = figures.loss_curves(records, args.curves)
+        else:
+            path = figures.curves(records, terms, args.curves)
+    else:
+        path = figures.overlay_curves(runs, terms, args.curves)
+    if path is None:
+        raise ConfigError("nothing to plot: the runs logged none of these terms during training")
+    return {"curves": str(path), "terms": terms or "losses"}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.curves is None and args.latent_tsne is None:
+        raise ConfigError("nothing to plot: pass --curves OUT.png and/or --latent-tsne OUT.png")
+    result = plot_curves(args) if args.curves is not None else {}
+    if args.latent_tsne is not None:
+        result.update(plot_tsne(args))
+    print(json.dumps(result))
+    return 0
+
+
+def plot_tsne(args: argparse.Namespace) -> dict:
     try:
         import matplotlib
 
@@ -88,9 +141,4 @@ def run(args: argparse.Namespace) -> int:
     args.latent_tsne.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.latent_tsne, dpi=110)
     plt.close(fig)
-    print(
-        json.dumps(
-            {"out": str(args.latent_tsne), "runs": {str(r): nums for r, _, _, _, nums in panels}}
-        )
-    )
-    return 0
+    return {"out": str(args.latent_tsne), "runs": {str(r): nums for r, _, _, _, nums in panels}}

@@ -12,11 +12,12 @@ from latentgap.train.rundir import nonempty_path
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="write an HTML report of a run or a reproduced table",
+        help="write an HTML report of a run, a comparison of runs or a reproduced table",
         description="Write DIR/report/index.html (figures embedded, PNGs beside it) for a run "
-        "directory (config.json) or a 'latentgap reproduce' folder (results.json).",
+        "directory (config.json) or a 'latentgap reproduce' folder (results.json); with "
+        "several run directories, a side-by-side comparison (default ./report/index.html).",
     )
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, nargs="+", metavar="DIR")
     p.add_argument(
         "--out",
         type=nonempty_path,
@@ -41,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     path = build_report(
-        args.directory, args.out, samples=args.samples, data_dir=args.data_dir, device=args.device
+        args.directory if len(args.directory) > 1 else args.directory[0],
+        args.out,
+        samples=args.samples,
+        data_dir=args.data_dir,
+        device=args.device,
     )
     print(json.dumps({"report": str(path)}))
     return 0

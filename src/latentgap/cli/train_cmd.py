@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from latentgap.config import ExperimentConfig
@@ -70,8 +71,14 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=nonempty_path, help="run directory to write")
     p.add_argument("--preset", help="named experiment (see 'latentgap list presets')")
     p.add_argument("--model", help="model name (see 'latentgap list models'); default vae")
-    p.add_argument("--dataset", help="dataset name (see 'latentgap data list'); default mnist")
-    p.add_argument("--arch", help="network family: mlp, resnet, rae")
+    p.add_argument(
+        "--dataset",
+        help="dataset name (see 'latentgap data list'), folder:PATH (PNG/JPEG images), "
+        "npy:PATH (.npy/.npz arrays) or package.module:loader; default mnist",
+    )
+    p.add_argument(
+        "--arch", help="network family: mlp, resnet, rae, or an own package.module:architecture"
+    )
     p.add_argument("--latent-dim", type=positive_int)
     p.add_argument("--likelihood", help="bernoulli, gaussian or discretized-logistic")
     p.add_argument("--epochs", type=positive_int)
@@ -116,6 +123,28 @@ def add_parser(sub) -> None:
         metavar="KEY=VALUE",
         help="override any config field by dotted path, e.g. model_options.kl_weight=0.5 "
         "or data.options.binarize=false (VALUE parsed as JSON, else a string)",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (own nets, models or datasets it registers); recorded in "
+        "config.json so every later command imports it too",
+    )
+    p.add_argument(
+        "--init-from",
+        type=nonempty_path,
+        metavar="EXPORT_OR_RUN",
+        help="start from the weights of an export or run (fine-tuning; fresh optimisers)",
+    )
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also log to tensorboard, mlflow or wandb (repeatable; optional extras)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
@@ -190,8 +219,19 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         values["train"]["progress"] = False
     if args.channels_last:
         values["train"]["channels_last"] = True
+    imports = [*(getattr(args, "global_imports", None) or []), *getattr(args, "imports", [])]
+    if imports:
+        values["imports"] = list(dict.fromkeys([*values.get("imports", []), *imports]))
+    if getattr(args, "init_from", None):
+        values["init_from"] = str(Path(args.init_from).resolve())
+    loggers = [n.strip() for spec in getattr(args, "logger", []) for n in spec.split(",")]
+    if loggers:
+        values["train"]["loggers"] = list(dict.fromkeys(n for n in loggers if n))
     for assignment in args.set:
         set_dotted(values, assignment)
+    from latentgap.plugins import import_modules
+
+    import_modules(values.get("imports", []))  # own names must resolve before validation
     return ExperimentConfig.from_dict(values)
 
 
@@ -261,7 +301,7 @@ def check_resume_flags(args: argparse.Namespace, config: ExperimentConfig) -> No
 def validate_names(config: ExperimentConfig) -> None:
     """Fail on unknown model/dataset/architecture before any data is read."""
     from latentgap.config import dataclass_from_dict
-    from latentgap.data import DATASETS
+    from latentgap.data import check_dataset_name
     from latentgap.models import MODELS
     from latentgap.nets import ARCHITECTURES
 
@@ -269,10 +309,18 @@ def validate_names(config: ExperimentConfig) -> None:
     dataclass_from_dict(
         model_cls.config_class, config.model_options, where=f"model {config.model!r}"
     )
-    DATASETS.get(config.data.name)
+    check_dataset_name(config.data.name)
     arch = config.model_options.get("arch")
     if arch is not None:
         ARCHITECTURES.get(arch)
+
+
+def command_of(args: argparse.Namespace) -> str | None:
+    """The command line that produced ``args`` (set by :func:`latentgap.cli.main.main`)."""
+    from latentgap.train.provenance import command_line
+
+    argv = getattr(args, "argv", None)
+    return None if argv is None else command_line(argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,7 +333,12 @@ def run(args: argparse.Namespace) -> int:
         check_resume_flags(args, config)
     with process_group_scope():
         result = train(
-            config, args.out, resume=args.resume, force=args.force, data_dir=args.data_dir
+            config,
+            args.out,
+            resume=args.resume,
+            force=args.force,
+            data_dir=args.data_dir,
+            command=command_of(args),
         )
     if not result.is_main:
         return 0

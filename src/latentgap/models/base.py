@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from latentgap.config import dataclass_from_dict
 from latentgap.data.base import Batch, DataSpec, ImageSet
+from latentgap.errors import ConfigError
 from latentgap.registry import Registry
 
 
@@ -133,6 +134,13 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not expose latent codes")
 
     @torch.no_grad()
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Latent codes of images (B, C, H, W) in [0, 1] (one draw each, as
+        :meth:`latent_codes`): (B, D)."""
+        images = images.to(self.device)
+        return self.latent_codes(Batch(images, images), generator=generator)
+
+    @torch.no_grad()
     def generation_codes(
         self, n: int, generator: torch.Generator | None = None, sampler: str | None = None
     ) -> Tensor:
@@ -163,7 +171,15 @@ class GenerativeModel(nn.Module):
         return 128 if has_conv else 4096
 
 
-MODELS: Registry[type[GenerativeModel]] = Registry("model")
+def _check_model(obj: object, name: str) -> type[GenerativeModel]:
+    if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
+        raise ConfigError(f"model {name!r} is not a subclass of latentgap.models.GenerativeModel")
+    if not hasattr(obj, "config_class"):
+        raise ConfigError(f"model {name!r} sets no config_class (a dataclass of its options)")
+    return obj
+
+
+MODELS: Registry[type[GenerativeModel]] = Registry("model", _check_model)
 
 
 def build_model(name: str, options: dict[str, Any], spec: DataSpec) -> GenerativeModel:

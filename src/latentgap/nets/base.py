@@ -23,21 +23,40 @@ from latentgap.registry import Registry
 Shape = tuple[int, int, int]
 
 
+def _any_shape(shape: Shape) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A family of networks. Each builder takes the data shape first and keyword options
-    (e.g. ``width`` to shrink the nets for CPU presets)."""
+    (e.g. ``width`` to shrink the nets for CPU presets); the options come from the model's
+    ``arch_options`` (``critic_options`` for the critic).
+
+    An own family needs only ``name``, ``description``, ``encoder`` and ``decoder`` (``critic``
+    only for models with a critic, such as VAEPP); name it on the command line as
+    ``--arch package.module:attribute`` or register it with ``ARCHITECTURES.add``.
+    """
 
     name: str
     description: str
     encoder: Callable[..., nn.Module]  # (shape, out_features, **options)
     decoder: Callable[..., nn.Module]  # (latent_dim, shape, param_channels, **options)
-    critic: Callable[..., nn.Module]  # (shape, **options)
-    supports: Callable[[Shape], bool]
-    shapes: str  # human-readable list of supported shapes, for error messages
+    critic: Callable[..., nn.Module] | None = None  # (shape, **options)
+    supports: Callable[[Shape], bool] = _any_shape
+    shapes: str = "any shape"  # human-readable list of supported shapes, for error messages
 
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+def _check_architecture(obj: object, name: str) -> Architecture:
+    if not isinstance(obj, Architecture):
+        raise ConfigError(
+            f"architecture {name!r} is a {type(obj).__name__}, not a "
+            "latentgap.nets.Architecture(name, description, encoder, decoder, critic)"
+        )
+    return obj
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", _check_architecture)
 
 
 def get_architecture(name: str, shape: Shape) -> Architecture:
@@ -64,4 +83,10 @@ def build_decoder(
 
 
 def build_critic(name: str, shape: Shape, **options) -> nn.Module:
-    return get_architecture(name, shape).critic(tuple(shape), **options)
+    arch = get_architecture(name, shape)
+    if arch.critic is None:
+        raise ConfigError(
+            f"architecture {name!r} has no critic, which this model needs; give it one or set "
+            "model_options.critic_arch to a family that has one (e.g. mlp)"
+        )
+    return arch.critic(tuple(shape), **options)

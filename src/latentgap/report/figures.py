@@ -128,6 +128,63 @@ def acceptance_curve(records: Sequence[dict[str, Any]], path: Path) -> Path | No
     return _panels(records, keys, path, "acceptance rate")
 
 
+def curves(records: Sequence[dict[str, Any]], keys: Sequence[str], path: Path) -> Path | None:
+    """Any logged terms ``keys`` of one run, one panel each (train and per-epoch test values)."""
+    return _panels(records, keys, path, "training curves")
+
+
+def _x(record: dict[str, Any]) -> Any:
+    return record.get("step", record.get("iteration"))
+
+
+def overlay_curves(
+    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    keys: Sequence[str] | None,
+    path: Path,
+) -> Path | None:
+    """Several runs' curves overlaid, one panel per key (default: the losses and the ELBO all
+    of them logged), against the optimizer step; dashed lines are per-epoch test values."""
+    if keys is None:
+        common = None
+        for _, records in runs:
+            found = {k for r in records for k in r if k in ("loss", "elbo") or k.endswith("_loss")}
+            common = found if common is None else common & found
+        keys = sorted(
+            (k for k in common or () if not k.startswith("test_")), key=lambda k: (k == "elbo", k)
+        )
+    keys = [k for k in keys if any(_series(r, k, "train")[0] for _, r in runs)][:MAX_PANELS]
+    if not keys:
+        return None
+    plt = pyplot()
+    cols = min(len(keys), 3)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.1 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for i, (label, records) in enumerate(runs):
+            color = colors[i % len(colors)]
+            pts = [(_x(r), r.get(key)) for r in records if r.get("split") == "train"]
+            pts = [(x, y) for x, y in pts if isinstance(y, (int, float)) and math.isfinite(y)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), lw=1, color=color, label=label)
+            test = [(_x(r), r.get(f"test_{key}")) for r in records if r.get("split") == "epoch"]
+            test = [(x, y) for x, y in test if isinstance(y, (int, float)) and math.isfinite(y)]
+            if test:
+                ax.plot(*zip(*test, strict=True), "o--", ms=3, lw=1, color=color)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle("training curves (dashed: test, per epoch)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 @dataclass
 class SampleGrid:
     """A sampler's grid (``path``), or why there is none (``error``); MALA's acceptance rate."""
@@ -175,7 +232,9 @@ def reconstruction_grid(model, test, path: Path, n: int = 8) -> Path:
 __all__ = [
     "SampleGrid",
     "acceptance_curve",
+    "curves",
     "loss_curves",
+    "overlay_curves",
     "pyplot",
     "reconstruction_grid",
     "sample_grids",

@@ -4,11 +4,14 @@ The page (default ``DIR/report/index.html``) is self-contained: every figure is 
 base64 ``data:`` URI, so the file can be mailed or archived alone. The same figures are also
 written as PNG files beside it (``DIR/report/*.png``) for use elsewhere.
 
-A run directory (``config.json``) gives: its config, the metrics of ``eval.json``, loss curves,
+A run directory (``config.json``) gives: its config, the metrics of ``eval.json`` grouped with
+units and sample sizes (:mod:`~.metrics`), its provenance (command, versions, machine), loss curves,
 β and log Ẑ curves (VAEPP), acceptance rates if logged, the sample grids already in the folder
 (``samples*.png``), fresh grids per sampler (``samples=True``), reconstructions of a few test
 images and ``latent-tsne.png`` if present. A table directory (``results.json`` from
 ``latentgap reproduce``) gives the table, ours beside the paper's, then a section per run.
+Several run directories give a comparison: metrics side by side, overlaid training curves,
+the sample grids in one row, each run's provenance, then a section per run.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #555; } img { max-width: 100%; image-rendering: pixelated; }
-.note { color: #8a5300; font-size: 0.9em; }
+.note { color: #8a5300; font-size: 0.9em; } .basis { color: #666; font-size: 0.85em; }
+.row { display: flex; flex-wrap: nowrap; overflow-x: auto; gap: 1em; }
+.row figure { flex: 0 0 auto; max-width: 320px; } td.cmd { text-align: left; }
 """
 
 
@@ -117,6 +122,73 @@ def run_key_dir(directory: Path, key: Any) -> Path:
     return path
 
 
+def grouped_metrics(
+    metrics: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> str:
+    """Tables of ``eval.json`` (and the last epoch record) by group, with units, the sample
+    sizes behind each number and caveats (:func:`~latentgap.report.metrics.group_metrics`)."""
+    from latentgap.report.metrics import group_metrics
+
+    parts = []
+    for group in group_metrics(metrics, training, config):
+        rows = "".join(
+            f"<tr><td>{_esc(r.label)}</td><td>{_esc(r.value)}</td><td>{_esc(r.unit)}</td>"
+            f'<td class="basis">{_esc(r.basis)}</td></tr>'
+            for r in group.rows
+        )
+        parts.append(
+            f"<h4>{_esc(group.title)}</h4><table><tr><th>metric</th><th>value</th>"
+            f"<th>unit</th><th>based on</th></tr>{rows}</table>"
+        )
+        parts += [f'<p class="note">{_esc(c)}</p>' for c in group.caveats]
+    return "\n".join(parts)
+
+
+PROVENANCE_KEYS = ("command", "latentgap", "torch", "python", "host", "cpu", "cores", "device")
+PROVENANCE_KEYS += ("gpu", "date")
+
+
+def provenance_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Command, versions, machine and date: one column per run (from provenance.json)."""
+    keys = [k for k in PROVENANCE_KEYS if any(k in c for c in columns.values())]
+    head = "".join(f"<th>{_esc(name)}</th>" for name in columns)
+    body = ""
+    for key in keys:
+        cells = "".join(
+            f'<td class="cmd"><code>{_esc(c.get(key, ""))}</code></td>'
+            if key == "command"
+            else f"<td>{_esc(c.get(key, ''))}</td>"
+            for c in columns.values()
+        )
+        body += f"<tr><td>{_esc(key)}</td>{cells}</tr>"
+    resumed = [
+        f"{name}: resumed {e.get('date', '?')} with <code>{_esc(e.get('command', '?'))}</code>"
+        for name, c in columns.items()
+        for e in c.get("resumed", [])
+    ]
+    extra = "".join(f'<p class="basis">{r}</p>' for r in resumed)
+    return f"<table><tr><th></th>{head}</tr>{body}</table>{extra}"
+
+
+def report_provenance() -> str:
+    """Which library, torch and machine wrote this page, and when."""
+    from latentgap.train.provenance import environment
+
+    env = environment()
+    return (
+        f'<p class="basis">Report written {_esc(env["date"])} by latentgap '
+        f"{_esc(env['latentgap'])} (torch {_esc(env['torch'])}, Python {_esc(env['python'])}) "
+        f"on {_esc(env['host'])} ({_esc(env['cpu'])}).</p>"
+    )
+
+
+def _last_epoch(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    epochs = [r for r in records if r.get("split") == "epoch"]
+    return epochs[-1] if epochs else None
+
+
 def run_section(
     run_dir: Path,
     out_dir: Path,
@@ -139,12 +211,20 @@ def run_section(
         f"<details><summary>{_esc(summary)} (config.json)</summary>"
         f"<pre>{_esc(json.dumps(config, indent=2, sort_keys=True))}</pre></details>"
     )
+    from latentgap.train.provenance import read_provenance
+
+    metrics_path = run_dir / "metrics.jsonl"
+    records = read_records(metrics_path) if metrics_path.exists() else []
     eval_path = run_dir / "eval.json"
-    if eval_path.exists():
-        parts.append(f"<{sub}>Metrics (eval.json)</{sub}>")
-        parts.append(metrics_table(read_json_object(eval_path)))
-    metrics = run_dir / "metrics.jsonl"
-    records = read_records(metrics) if metrics.exists() else []
+    metrics = read_json_object(eval_path) if eval_path.exists() else {}
+    if metrics or _last_epoch(records):
+        where = "eval.json" if metrics else "training"
+        parts.append(f"<{sub}>Metrics ({where})</{sub}>")
+        parts.append(grouped_metrics(metrics, _last_epoch(records), config))
+    provenance = read_provenance(run_dir)
+    if provenance:
+        parts.append(f"<{sub}>Provenance (provenance.json)</{sub}>")
+        parts.append(provenance_table({run_dir.name: provenance}))
     curves = [
         (figures.loss_curves(records, out_dir / f"{prefix}loss.png"), "losses"),
         (figures.vaepp_curves(records, out_dir / f"{prefix}vaepp-prior.png"), "β and log Ẑ"),
@@ -248,19 +328,127 @@ def _table_runs(directory: Path, results: dict[str, Any]) -> list[str]:
     return keys
 
 
+def _short_label(run_dir: Path, labels: set[str]) -> str:
+    name = run_dir.resolve().name
+    return name if name not in labels else str(run_dir)
+
+
+def comparison_sections(run_dirs: list[Path], out_dir: Path, **options) -> tuple[str, list[str]]:
+    """(title, HTML parts) of a side-by-side comparison of ``run_dirs``."""
+    from latentgap.report.metrics import group_metrics
+    from latentgap.train.provenance import read_provenance
+
+    labels: list[str] = []
+    for run_dir in run_dirs:
+        labels.append(_short_label(run_dir, set(labels)))
+    configs, records, metrics = {}, {}, {}
+    for label, run_dir in zip(labels, run_dirs, strict=True):
+        if not (run_dir / "config.json").exists():
+            raise ConfigError(f"{run_dir} holds no config.json; compare run directories only")
+        configs[label] = read_json_object(run_dir / "config.json")
+        path = run_dir / "metrics.jsonl"
+        records[label] = read_records(path) if path.exists() else []
+        path = run_dir / "eval.json"
+        metrics[label] = read_json_object(path) if path.exists() else {}
+    title = f"Comparison of {len(run_dirs)} runs"
+    parts = [f"<h1>{_esc(title)}</h1>", "<h2>Runs</h2>"]
+    head = "".join(f"<th>{_esc(label)}</th>" for label in labels)
+    rows = ""
+    for name, get in (
+        ("model", lambda c: c.get("model")),
+        ("dataset", lambda c: c.get("data", {}).get("name")),
+        ("preset", lambda c: c.get("preset") or ""),
+        ("networks", lambda c: c.get("model_options", {}).get("arch", "mlp")),
+        ("latent dim", lambda c: c.get("model_options", {}).get("latent_dim", "")),
+        ("epochs", lambda c: c.get("train", {}).get("epochs")),
+        ("batch size", lambda c: c.get("train", {}).get("batch_size")),
+        ("seed", lambda c: c.get("train", {}).get("seed")),
+    ):
+        cells = "".join(f"<td>{_esc(get(configs[label]))}</td>" for label in labels)
+        rows += f"<tr><td>{_esc(name)}</td>{cells}</tr>"
+    parts.append(f"<table><tr><th></th>{head}</tr>{rows}</table>")
+    # metrics side by side: rows (group, label, unit), a value and its basis per run
+    grouped = {
+        label: group_metrics(metrics[label], _last_epoch(records[label]), configs[label])
+        for label in labels
+    }
+    order: list[tuple[str, str, str]] = []
+    cells: dict[tuple[str, str, str], dict[str, Any]] = {}
+    caveats: list[str] = []
+    for label in labels:
+        for group in grouped[label]:
+            for row in group.rows:
+                key = (group.title, row.label, row.unit)
+                if key not in cells:
+                    order.append(key)
+                    cells[key] = {}
+                cells[key][label] = row
+            caveats += [f"{label}: {c}" for c in group.caveats]
+    parts.append("<h2>Metrics</h2>")
+    if order:
+        body, current = "", None
+        for key in sorted(order, key=lambda k: [g for g, _, _ in order].index(k[0])):
+            if key[0] != current:
+                current = key[0]
+                body += f'<tr><th colspan="{len(labels) + 2}">{_esc(current)}</th></tr>'
+            values = ""
+            for label in labels:
+                row = cells[key].get(label)
+                values += (
+                    "<td></td>"
+                    if row is None
+                    else f'<td>{_esc(row.value)}<br><span class="basis">{_esc(row.basis)}</span></td>'
+                )
+            body += f"<tr><td>{_esc(key[1])}</td><td>{_esc(key[2])}</td>{values}</tr>"
+        parts.append(f"<table><tr><th>metric</th><th>unit</th>{head}</tr>{body}</table>")
+        parts += [f'<p class="note">{_esc(c)}</p>' for c in caveats]
+    else:
+        parts.append("<p>(no run has eval.json or an epoch record)</p>")
+    overlay = figures.overlay_curves(
+        [(label, records[label]) for label in labels], None, out_dir / "compare-curves.png"
+    )
+    if overlay is not None:
+        parts.append("<h2>Training curves</h2>")
+        parts.append(_img(overlay, "training curves of every run, against the optimizer step"))
+    grids = [
+        _img(run_dir / "samples.png", f"{label}: samples.png")
+        for label, run_dir in zip(labels, run_dirs, strict=True)
+        if (run_dir / "samples.png").exists()
+    ]
+    if grids:
+        parts.append("<h2>Samples</h2>")
+        parts.append('<div class="row">' + "".join(grids) + "</div>")
+    parts.append("<h2>Provenance</h2>")
+    parts.append(
+        provenance_table(
+            {label: read_provenance(d) for label, d in zip(labels, run_dirs, strict=True)}
+        )
+    )
+    for i, (label, run_dir) in enumerate(zip(labels, run_dirs, strict=True)):
+        parts.append(f'<h2 id="run-{i}">Run {_esc(label)}</h2>')
+        parts.append(run_section(run_dir, out_dir, prefix=f"run{i}-", **options))
+    return title, parts
+
+
 def build_report(
-    directory: str | Path,
+    directory: str | Path | list[str | Path],
     out: str | Path | None = None,
     *,
     samples: bool = False,
     data_dir: str | None = None,
     device: str = "cpu",
 ) -> Path:
-    """Write the report of ``directory`` (a run or a reproduced table) and return its path.
+    """Write the report of ``directory`` (a run or a reproduced table; a list of several runs
+    for a comparison) and return its path.
 
     ``out`` is the HTML file (or a folder, which gets ``index.html``); default
-    ``DIR/report/index.html``. Raises :class:`ConfigError` if ``directory`` is neither kind.
+    ``DIR/report/index.html`` (a comparison: ``report/index.html`` in the current directory).
+    Raises :class:`ConfigError` if ``directory`` is neither kind.
     """
+    if isinstance(directory, (list, tuple)):
+        if len(directory) > 1:
+            return _build_comparison([Path(d) for d in directory], out, samples, data_dir, device)
+        directory = directory[0]
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory")
@@ -293,17 +481,46 @@ def build_report(
         raise ConfigError(
             f"{directory} holds neither config.json (a run) nor results.json (a reproduced table)"
         )
+    return _write_page(out_path, title, parts)
+
+
+def _write_page(out_path: Path, title: str, parts: list[str]) -> Path:
+    from latentgap.train.checkpoint import atomic_write_text
+
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{STYLE}</style></head>\n<body>\n"
-        + "\n".join(parts)
+        + "\n".join([*parts, report_provenance()])
         + "\n</body></html>\n"
     )
-    from latentgap.train.checkpoint import atomic_write_text
-
     atomic_write_text(out_path, page)
     out_path.chmod(0o644)  # a page to share: readable like the PNGs beside it
     return out_path
 
 
-__all__ = ["build_report", "metrics_table", "run_section", "table_section"]
+def _build_comparison(
+    run_dirs: list[Path], out: str | Path | None, samples: bool, data_dir: str | None, device: str
+) -> Path:
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is not a directory")
+    out_path = Path(out) if out is not None else Path("report") / "index.html"
+    if out_path.suffix.lower() != ".html":
+        out_path = out_path / "index.html"
+    check_output_file(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    title, parts = comparison_sections(
+        run_dirs, out_path.parent, samples=samples, data_dir=data_dir, device=device
+    )
+    return _write_page(out_path, title, parts)
+
+
+__all__ = [
+    "build_report",
+    "comparison_sections",
+    "grouped_metrics",
+    "metrics_table",
+    "provenance_table",
+    "run_section",
+    "table_section",
+]

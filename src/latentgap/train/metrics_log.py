@@ -1,32 +1,36 @@
-"""Metrics to ``metrics.jsonl`` (one JSON object per line), optionally mirrored to TensorBoard."""
+"""Metrics to ``metrics.jsonl`` (one JSON object per line), mirrored to experiment trackers
+(:mod:`latentgap.train.loggers`)."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latentgap.errors import ConfigError
+NOT_SCALARS = ("epoch", "iteration", "step", "time")
 
 
 class MetricsLog:
-    """Appends records to ``DIR/metrics.jsonl``; a no-op on non-zero ranks (``enabled=False``)."""
+    """Appends records to ``DIR/metrics.jsonl`` and forwards scalars, images, hyperparameters
+    and artifacts to ``loggers`` (names); a no-op on non-zero ranks (``enabled=False``)."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        loggers: Sequence[str] = (),
+    ) -> None:
+        from latentgap.train.loggers import make_loggers
+
         self.path = Path(out_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self._tb = None
         self._t0 = time.time()
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError(
-                    "--tensorboard needs the tensorboard package: pip install 'latentgap[tensorboard]'"
-                ) from None
-            self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
+        names = [*loggers, *(["tensorboard"] if tensorboard else [])]
+        self.loggers = make_loggers(names, Path(out_dir)) if enabled and names else []
 
     def write(self, record: dict[str, Any], step: int | None = None) -> None:
         if not self.enabled:
@@ -38,15 +42,32 @@ class MetricsLog:
         }
         with self.path.open("a") as f:
             f.write(json.dumps(clean, sort_keys=False) + "\n")
-        if self._tb is not None and step is not None:
+        if self.loggers and step is not None:
             prefix = record.get("split", "train")
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("epoch", "iteration", "time"):
-                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
+            scalars = {
+                f"{prefix}/{k}": float(v)
+                for k, v in clean.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_SCALARS
+            }
+            for logger in self.loggers:
+                logger.log_scalars(scalars, step)
+
+    def hparams(self, params: dict[str, Any]) -> None:
+        for logger in self.loggers if self.enabled else []:
+            logger.log_hparams(params)
+
+    def image(self, name: str, path: Path, step: int) -> None:
+        for logger in self.loggers if self.enabled else []:
+            logger.log_image(name, Path(path), step)
+
+    def artifact(self, path: Path) -> None:
+        for logger in self.loggers if self.enabled else []:
+            logger.log_artifact(Path(path))
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

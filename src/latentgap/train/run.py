@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from latentgap.config import ExperimentConfig
-from latentgap.data import DataSpec, Splits, get_dataset
+from latentgap.data import DataSpec, Splits, absolute_dataset_name, get_dataset
 from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.errors import CheckpointError, ConfigError, DataError, LatentgapError
 from latentgap.models import GenerativeModel, build_model
@@ -74,6 +74,9 @@ def check_device(device: str) -> None:
 
 
 def load_splits(config: ExperimentConfig, data_dir: str | None = None) -> Splits:
+    from latentgap.plugins import import_modules
+
+    import_modules(config.imports)
     splits = get_dataset(config.data.name, data_dir=data_dir, **config.data.options)
     return splits.limit(config.data.limit_train, config.data.limit_test)
 
@@ -160,14 +163,21 @@ def train(
     resume: bool = False,
     force: bool = False,
     data_dir: str | None = None,
+    command: str | None = None,
 ) -> TrainResult:
     """Train (or resume) the run in ``out``. On resume the saved config wins, except that
-    ``config.train.epochs`` may extend it.
+    ``config.train.epochs`` may extend it. ``command`` is recorded in ``provenance.json``
+    (default: this process's command line).
 
-    Everything is checked first (device, run directory, checkpoint, data, model); only then is
-    the run directory locked (:class:`RunLock`, held until training ends), the old run's files
-    deleted (``force``) and the new config written."""
+    Everything is checked first (device, run directory, checkpoint, data, model, ``init_from``);
+    only then is the run directory locked (:class:`RunLock`, held until training ends), the old
+    run's files deleted (``force``) and the new config and provenance written."""
+    from latentgap.plugins import import_modules
+    from latentgap.train.provenance import record_provenance
+
     out = Path(out)
+    import_modules(config.imports)
+    config.data.name = absolute_dataset_name(config.data.name)
     check_device(config.train.device)
     ctx = init_distributed(config.train.device)
     _on_rank0(ctx, lambda: check_run_dir(out, resume=resume, force=force))  # fail fast
@@ -179,6 +189,9 @@ def train(
         saved.train.epochs = max(saved.train.epochs, config.train.epochs)
         for name in ("device", "progress", "precision", "compile", "channels_last"):
             setattr(saved.train, name, getattr(config.train, name))  # how, not what, to train
+        if config.train.loggers:  # trackers asked for on resume join the saved ones
+            both = (*saved.train.loggers, *config.train.loggers)
+            saved.train.loggers = tuple(dict.fromkeys(both))
         config = saved
     splits = load_splits(config, data_dir)
     check_training_set(splits, config, ctx)
@@ -194,13 +207,19 @@ def train(
             "--tensorboard needs the tensorboard package: pip install 'latentgap[tensorboard]'"
         )
     device = resolve_device(config.train.device, ctx)
+    if state is None and config.init_from:
+        init_weights(model, config.init_from)
     with contextlib.ExitStack() as stack:
 
         def start() -> None:  # everything is validated: only now touch the run directory
             stack.enter_context(RunLock(out))
             prepare_run_dir(out, resume=resume, force=force)
             if state is None:
+                from latentgap.train.loggers import IDS_FILE
+
+                (out / IDS_FILE).unlink(missing_ok=True)  # a new run is a new tracker run
                 config.save(out / "config.json")
+            record_provenance(out, command=command, device=str(device), resumed=state is not None)
 
         _on_rank0(ctx, start)
         barrier()
@@ -211,6 +230,26 @@ def train(
     return TrainResult(out, record, trainer.model, config, ctx.is_main)
 
 
+def init_weights(model: GenerativeModel, source: str | Path) -> None:
+    """Load the weights of a run (its checkpoint) or an export into ``model`` (``--init-from``)."""
+    from latentgap.train.export import is_export, load_export_weights
+
+    source = Path(source)
+    if not source.is_dir():
+        raise CheckpointError(f"--init-from {source}: no such run or export directory")
+    try:
+        if is_export(source):
+            load_export_weights(model, source)
+        else:
+            state = load_checkpoint(source / CHECKPOINT)
+            check_state(state, source / CHECKPOINT, ("model",))
+            load_model_state(model, state["model"], source / CHECKPOINT)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"--init-from {source}: {err} (the model options must match the source's)"
+        ) from None
+
+
 def load_run(
     run_dir: Path,
     device: str = "cpu",
@@ -218,10 +257,14 @@ def load_run(
     load_data: bool = True,
     data: dict[str, Any] | None = None,
 ) -> tuple[GenerativeModel, ExperimentConfig, Splits | None]:
-    """The trained model of ``run_dir`` (weights from its checkpoint), its config and data.
+    """The trained model of ``run_dir`` (weights from its checkpoint, or from
+    ``model.safetensors`` for an export folder), its config and (``load_data``) its data.
 
     ``data`` overrides fields of the run's data config (e.g. ``{"limit_train": None}``: the
     whole training set, whatever the run was trained on); the returned config has them."""
+    from latentgap.plugins import import_modules
+    from latentgap.train.export import export_spec, is_export, load_export_weights
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
@@ -229,6 +272,13 @@ def load_run(
     config = ExperimentConfig.load(run_dir / "config.json")
     if data:
         config.data = dataclasses.replace(config.data, **data)
+    import_modules(config.imports)
+    if is_export(run_dir):
+        splits = load_splits(config, data_dir) if load_data else None
+        model = build_model(config.model, config.model_options, export_spec(run_dir))
+        load_export_weights(model, run_dir)
+        model.to(device).eval()
+        return model, config, splits
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     check_state(state, run_dir / CHECKPOINT, ("model",))
     splits = load_splits(config, data_dir) if load_data else None
@@ -291,6 +341,7 @@ __all__ = [
     "check_run_dir",
     "finite_or_none",
     "TrainResult",
+    "init_weights",
     "load_run",
     "load_splits",
     "prepare_run_dir",

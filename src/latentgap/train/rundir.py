@@ -26,8 +26,15 @@ RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png", "ev
 RUN_GLOBS = (
     "samples-*.png",
     "samples/epoch_*.png",
+    "provenance.json",
+    "loggers.json",
     "export/model.safetensors",
     "export/config.json",
+    "export/export.json",
+    "export/README.md",
+    "export/eval.json",
+    "export/provenance.json",
+    "export/samples.png",
     "tensorboard/events.out.tfevents.*",
     "report/index.html",
     "report/*.png",
@@ -105,7 +112,9 @@ def check_export_dir(out: Path, run_dir: Path) -> None:
     if not files:
         return
     default = f"choose an empty folder (default {run_dir / 'export'})"
-    if files == ["config.json"] and (out / "model.safetensors").exists():
+    # an export: config.json, model.safetensors and copies of the run's eval.json, samples.png
+    exported = {"config.json", "eval.json", "samples.png"}
+    if "config.json" in files and set(files) <= exported and (out / "model.safetensors").exists():
         if _same_json(out / "config.json", run_dir / "config.json"):
             return  # an earlier export of this very run
         raise ConfigError(f"--out {out} holds the export of another model; {default}")

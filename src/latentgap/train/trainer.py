@@ -146,7 +146,9 @@ class Trainer:
         }
         self.epoch = 0  # epochs completed
         self.iteration = 0
-        self.log = MetricsLog(self.out_dir, self.ctx.is_main, self.tc.tensorboard)
+        self.step = 0  # optimizer updates, every group: the step experiment trackers log at
+        loggers = (*self.tc.loggers, *(("tensorboard",) if self.tc.tensorboard else ()))
+        self.log = MetricsLog(self.out_dir, self.ctx.is_main, loggers=loggers)
         self.check_every_step = device.type == "cpu"
 
     # --- set-up ----------------------------------------------------------------------------
@@ -168,6 +170,7 @@ class Trainer:
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "epoch": self.epoch,
             "iteration": self.iteration,
+            "step": self.step,
             "world_size": self.ctx.world_size,
             "phases": [[phase.name, phase.epochs] for phase in self.phases],
             "spec": {
@@ -195,6 +198,7 @@ class Trainer:
             ) from None
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
+        self.step = int(state.get("step", state["iteration"]))
         self._keep_phase_plan(state.get("phases"))
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.ctx.world_size:
@@ -256,6 +260,8 @@ class Trainer:
         self.model.prepare_training(self.train_set)
         if self.epoch > 0:
             self.log.write({"event": "resume", "epoch": self.epoch, "iteration": self.iteration})
+        else:
+            self.log.hparams(self.config.to_dict())
         record: dict[str, Any] = {}
         while self.epoch < tc.epochs:
             phase = phase_at(self.phases, self.epoch)
@@ -277,9 +283,12 @@ class Trainer:
                 last or (tc.sample_every and self.epoch % tc.sample_every == 0)
             ):
                 self.write_samples()
-            self.log.write(record, step=self.iteration)
+            self.log.write(record, step=self.step)
             if last or self.epoch % tc.checkpoint_every == 0:
                 self.save()
+        for name in ("config.json", "samples.png"):
+            if (self.out_dir / name).exists():
+                self.log.artifact(self.out_dir / name)
         self.log.close()
         return record
 
@@ -323,6 +332,7 @@ class Trainer:
         exhausted = False
         while not exhausted:
             batch = None
+            updated = False
             for step in phase.steps:
                 for _ in range(step.repeat):
                     if not (step.reuse_batch and batch is not None):
@@ -333,6 +343,7 @@ class Trainer:
                         batch = batch.to(self.device, memory_format=self.memory_format)
                         images += len(batch)
                     terms = self._update(step.loss, step.group, batch)
+                    updated = True
                     epoch_terms.add(step.loss, terms)
                     window.add(step.loss, terms)
                     if bar is not None:
@@ -341,8 +352,9 @@ class Trainer:
                     break
             if exhausted and not window:
                 break
-            self.iteration += 1
-            if self.iteration % tc.log_every == 0 or exhausted:
+            if updated:  # a pass that found no batch is not an iteration
+                self.iteration += 1
+            if exhausted or self.iteration % tc.log_every == 0:
                 means = self._reduce(window.means())
                 self._check_finite(means)
                 if bar is not None:
@@ -352,10 +364,11 @@ class Trainer:
                         "split": "train",
                         "epoch": self.epoch + 1,
                         "iteration": self.iteration,
+                        "step": self.step,
                         "phase": phase.name,
                         **means,
                     },
-                    step=self.iteration,
+                    step=self.step,
                 )
                 window = _TermMeans()
         if bar is not None:
@@ -368,6 +381,7 @@ class Trainer:
             "split": "epoch",
             "epoch": self.epoch + 1,
             "iteration": self.iteration,
+            "step": self.step,
             "phase": phase.name,
             "images_per_s": images * ctx.world_size / max(elapsed, 1e-9),
             "epoch_seconds": elapsed,
@@ -388,6 +402,7 @@ class Trainer:
             params = [p for g in opt.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip)
         opt.step()
+        self.step += 1
         terms = {"loss" if loss_name == "loss" else f"{loss_name}_loss": loss.detach()}
         terms.update({k: v.detach().float() for k, v in out.terms.items()})  # bf16 → fp32 sums
         return terms
@@ -471,4 +486,6 @@ class Trainer:
         finally:
             self.model.train(was_training)
         save_image_grid(images, self.out_dir / "samples" / f"epoch_{self.epoch:04d}.png")
-        return save_image_grid(images, self.out_dir / "samples.png")
+        path = save_image_grid(images, self.out_dir / "samples.png")
+        self.log.image("samples", path, step=self.step)
+        return path
