@@ -71,8 +71,7 @@ def main() -> None:
         args.chains, args.temps, args.leapfrog, reverse=False, coarse_fraction=None
     )
     seconds = time.perf_counter() - t0
-    pilot = min(128, max(16, args.chains // 4))
-    grad_evals = (args.chains + pilot) * args.temps * args.leapfrog
+    grad_evals = (args.chains + ais.pilot_chains) * args.temps * args.leapfrog
     z = torch.randn(256, options["latent_dim"], requires_grad=True)
     with FlopCount() as count:
         (g,) = torch.autograd.grad(model.log_weight(z).sum(), z)
@@ -103,7 +102,7 @@ def main() -> None:
             "chains": args.chains,
             "temps": args.temps,
             "leapfrog": args.leapfrog,
-            "pilot_chains": pilot,
+            "pilot_chains": ais.pilot_chains,
             "seconds": seconds,
             "grad_evals_per_s": grad_evals / seconds,
             "mflop_per_grad_eval": flops_per_eval / 1e6,

@@ -283,42 +283,28 @@ def _run(args: argparse.Namespace) -> int:
     if args.fid:
         from latentgap.metrics.fid import evaluate_fid
 
-        results.update(
-            evaluate_fid(
-                model,
-                splits,
-                n_samples=args.fid_samples,
-                reference=args.fid_reference,
-                reference_size=args.fid_reference_size,
-                sampler=args.sampler,
-                extractor=args.fid_extractor,
-                inception_path=args.inception,
-                batch_size=args.fid_batch_size,
-                device=device,
-                seed=args.seed,
-                progress=not args.no_progress,
-                cache_dir=args.fid_cache_dir,
-                ctx=ctx,
-            )
-        )
+        fid_args = {
+            "n_samples": args.fid_samples,
+            "reference": args.fid_reference,
+            "reference_size": args.fid_reference_size,
+            "extractor": args.fid_extractor,
+            "inception_path": args.inception,
+            "batch_size": args.fid_batch_size,
+            "device": device,
+            "seed": args.seed,
+            "progress": not args.no_progress,
+            "cache_dir": args.fid_cache_dir,
+            "ctx": ctx,
+        }
+        results.update(evaluate_fid(model, splits, sampler=args.sampler, **fid_args))
         if args.consistency and "encoder-gmm" in model.samplers() and args.sampler != "encoder-gmm":
             reference = evaluate_fid(  # the upper reference for LDC-VAE's sampler net
                 model,
                 splits,
-                n_samples=args.fid_samples,
-                reference=args.fid_reference,
-                reference_size=args.fid_reference_size,
                 sampler="encoder-gmm",
-                extractor=args.fid_extractor,
-                inception_path=args.inception,
-                batch_size=args.fid_batch_size,
-                device=device,
-                seed=args.seed,
-                progress=not args.no_progress,
-                cache_dir=args.fid_cache_dir,
                 recon=False,
                 precision_recall=False,
-                ctx=ctx,
+                **fid_args,
             )
             results["fid_sample_encoder_gmm"] = reference["fid_sample"]
     if ctx.enabled:

@@ -639,26 +639,27 @@ PRESETS.add(
         },
     ),
 )
+_LDC_SMALL = {
+    "model": "ldc-vae",
+    "model_options": {
+        "arch": "rae",
+        "arch_options": {"width": 4},
+        "latent_dim": 16,
+        "feature_dim": 512,
+        "n_particles": 8,
+        "kernel": "rbf-paper",
+        "sampler_net": "mlp",
+        "sampler_hidden": [512, 512],
+    },
+    "data": {"name": "mnist", "options": {"binarize": False}},
+    "train": {"epochs": 10, "batch_size": 100, "lr": 1e-3},
+}
 PRESETS.add(
     "ldc-vae-mnist-small",
     Preset(
         "LDC-VAE on RAE nets of width 4 (as every *-small row of the LDC-VAE table), z = 16, "
         "8 particles, MLP sampler 512-512, continuous MNIST; the ldc-table1 cpu budget",
-        {
-            "model": "ldc-vae",
-            "model_options": {
-                "arch": "rae",
-                "arch_options": {"width": 4},
-                "latent_dim": 16,
-                "feature_dim": 512,
-                "n_particles": 8,
-                "kernel": "rbf-paper",
-                "sampler_net": "mlp",
-                "sampler_hidden": [512, 512],
-            },
-            "data": {"name": "mnist", "options": {"binarize": False}},
-            "train": {"epochs": 10, "batch_size": 100, "lr": 1e-3},
-        },
+        _LDC_SMALL,
     ),
 )
 PRESETS.add(
@@ -666,20 +667,10 @@ PRESETS.add(
     Preset(
         "LDC-VAE with MLP nets 784-512-512, z = 16, 8 particles, MLP sampler, continuous MNIST; "
         "under a minute an epoch on 2 CPU cores (issue 12's MLP comparison)",
-        {
-            "model": "ldc-vae",
-            "model_options": {
-                "arch": "mlp",
-                "arch_options": {"hidden": [512, 512]},
-                "latent_dim": 16,
-                "feature_dim": 512,
-                "n_particles": 8,
-                "kernel": "rbf-paper",
-                "sampler_net": "mlp",
-                "sampler_hidden": [512, 512],
-            },
-            "data": {"name": "mnist", "options": {"binarize": False}},
-            "train": {"epochs": 10, "batch_size": 100, "lr": 1e-3},
+        _LDC_SMALL
+        | {
+            "model_options": _LDC_SMALL["model_options"]
+            | {"arch": "mlp", "arch_options": {"hidden": [512, 512]}}
         },
     ),
 )

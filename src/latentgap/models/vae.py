@@ -103,6 +103,29 @@ class LatentVAEBase(GenerativeModel):
         """log p(z) for (..., D) → (...)."""
         return self.prior.log_prob(z)
 
+    def elbo_output(self, batch: Batch, closed_form_kl: bool = False) -> ModelOutput:
+        """The single-sample ELBO log p(x|z) − KL, loss −(rec − kl_weight·KL). With
+        ``closed_form_kl`` and a posterior that has ``kl_standard_normal`` the KL to N(0, I) is
+        analytic; otherwise it is the one-sample estimate log q(z|x) − log p(z)."""
+        q = self.posterior(self.encoder_input(batch))
+        z = q.rsample()  # (B, D)
+        rec = self.likelihood.log_prob(self.decode(z), self.reconstruction_target(batch))  # (B,)
+        if closed_form_kl and hasattr(q, "kl_standard_normal"):
+            kl = q.kl_standard_normal()  # (B,)
+        else:
+            kl = q.log_prob(z) - self.log_prior(z)  # (B,)
+        elbo = rec - kl
+        loss = -(rec - self.config.kl_weight * kl).mean()
+        return ModelOutput(
+            loss,
+            {
+                "elbo": elbo.mean(),
+                "rec": rec.mean(),
+                "kl": kl.mean(),
+                "bpd": -elbo.mean() / (self.spec.dim * math.log(2)),
+            },
+        )
+
     # --- generation ----------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator | None = None, **options) -> Tensor:
         return self.prior.sample(n, generator=generator, device=self.device)
@@ -148,21 +171,4 @@ class VAE(LatentVAEBase):
     config_class = VAEConfig
 
     def forward(self, step: str, batch: Batch) -> ModelOutput:
-        q = self.posterior(self.encoder_input(batch))
-        z = q.rsample()  # (B, D)
-        rec = self.likelihood.log_prob(self.decode(z), self.reconstruction_target(batch))  # (B,)
-        if hasattr(q, "kl_standard_normal"):
-            kl = q.kl_standard_normal()  # (B,)
-        else:
-            kl = q.log_prob(z) - self.log_prior(z)
-        elbo = rec - kl
-        loss = -(rec - self.config.kl_weight * kl).mean()
-        return ModelOutput(
-            loss,
-            {
-                "elbo": elbo.mean(),
-                "rec": rec.mean(),
-                "kl": kl.mean(),
-                "bpd": -elbo.mean() / (self.spec.dim * math.log(2)),
-            },
-        )
+        return self.elbo_output(batch, closed_form_kl=True)

@@ -168,6 +168,7 @@ class AISResult:
     n_leapfrog: int
     schedule: str
     acceptance: float
+    pilot_chains: int = 0
     log_z_coarse: float | None = None
     coarse_temps: int | None = None
     log_z_reverse: float | None = None
@@ -192,6 +193,7 @@ class AISResult:
             "n_leapfrog",
             "schedule",
             "acceptance",
+            "pilot_chains",
             "log_z_coarse",
             "coarse_temps",
             "log_z_reverse",
@@ -308,6 +310,7 @@ def ais_log_z(
         n_leapfrog=n_leapfrog,
         schedule=schedule,
         acceptance=float(accept_per_temp.mean()),
+        pilot_chains=pilot_chains,
         tolerance=tolerance,
         estimate=est,
         samples=torch.cat(ends),
