@@ -509,7 +509,7 @@ class VAEPP(LatentVAEBase):
         gen = torch.Generator(device=self.device).manual_seed(ctx.rank_seed(seed))
         with torch.no_grad():
             return log_z_normal_proposal(
-                lambda eps: self.pullback.log_weight(self.critic_values(self.generate(eps))),
+                self.log_weight,
                 self.config.latent_dim,
                 n_samples,
                 batch_size,
