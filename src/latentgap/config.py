@@ -185,6 +185,12 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast the networks; log-densities and log Z stay fp32
     compile: str | None = None  # torch.compile mode: "default", "reduce-overhead", ...
     channels_last: bool = False  # conv nets in NHWC memory format (GPU tensor cores)
+    # stop the first phase when this epoch-record key (e.g. "test_loss") stops improving by more
+    # than stop_tolerance (relative) over stop_window epochs; epochs stays the cap
+    # (train/convergence.py). None: train for exactly ``epochs``.
+    stop_metric: str | None = None
+    stop_window: int = 5
+    stop_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -226,6 +232,22 @@ class TrainConfig:
 
             for name in self.loggers:
                 LOGGERS.get(name)  # ConfigError listing the valid names
+        if self.stop_window <= 0:
+            raise ConfigError(
+                f"train.stop_window must be a positive integer, got {self.stop_window}"
+            )
+        if not (math.isfinite(self.stop_tolerance) and self.stop_tolerance >= 0):
+            raise ConfigError(
+                f"train.stop_tolerance must be a finite fraction ≥ 0, got {self.stop_tolerance}"
+            )
+        if self.stop_metric is not None:
+            if not self.stop_metric:
+                raise ConfigError("train.stop_metric must name an epoch-record key or be null")
+            if self.stop_metric.startswith("test_") and not self.eval_batches:
+                raise ConfigError(
+                    f"train.stop_metric {self.stop_metric!r} needs the per-epoch test loss; "
+                    "set train.eval_batches > 0"
+                )
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ConfigError(
                 f"unknown compile mode {self.compile!r}; choose one of: {', '.join(COMPILE_MODES)}"

@@ -38,6 +38,7 @@ from latentgap.distributed import DistContext
 from latentgap.errors import CheckpointError, ConfigError, TrainingDiverged
 from latentgap.models.base import GenerativeModel, Phase
 from latentgap.train.checkpoint import load_model_state, save_checkpoint
+from latentgap.train.convergence import ConvergenceCheck
 from latentgap.train.images import save_image_grid
 from latentgap.train.metrics_log import MetricsLog
 
@@ -144,6 +145,12 @@ class Trainer:
             for name, opt in self.optimizers.items()
             if self.tc.lr_halve_every
         }
+        self.convergence = (
+            ConvergenceCheck(self.tc.stop_metric, self.tc.stop_window, self.tc.stop_tolerance)
+            if self.tc.stop_metric
+            else None
+        )
+        self.epochs_cut = 0  # epochs the convergence rule took off the plan
         self.epoch = 0  # epochs completed
         self.iteration = 0
         self.step = 0  # optimizer updates, every group: the step experiment trackers log at
@@ -173,6 +180,8 @@ class Trainer:
             "step": self.step,
             "world_size": self.ctx.world_size,
             "phases": [[phase.name, phase.epochs] for phase in self.phases],
+            "epochs_cut": self.epochs_cut,
+            "convergence": self.convergence.state_dict() if self.convergence else None,
             "spec": {
                 "name": self.splits.spec.name,
                 "shape": list(self.splits.spec.shape),
@@ -200,6 +209,9 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.step = int(state.get("step", state["iteration"]))
         self._keep_phase_plan(state.get("phases"))
+        self.epochs_cut = int(state.get("epochs_cut", 0))
+        if self.convergence:
+            self.convergence.load_state_dict(state.get("convergence"))
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.ctx.world_size:
             b = self.tc.batch_size
@@ -263,7 +275,7 @@ class Trainer:
         else:
             self.log.hparams(self.config.to_dict())
         record: dict[str, Any] = {}
-        while self.epoch < tc.epochs:
+        while self.epoch < self.planned_epochs:
             phase = phase_at(self.phases, self.epoch)
             torch.manual_seed(epoch_seed(tc.seed + 7_777_777, self.epoch, self.ctx.rank))
             record = self._run_epoch(phase)
@@ -274,11 +286,14 @@ class Trainer:
             self._check_finite(record, self.epoch)  # a NaN test loss: no samples, no checkpoint
             with self._same_rng_on_every_rank():
                 record.update(self.model.end_epoch(phase.name, self.train_set))
-            next_phase = phase_at(self.phases, self.epoch) if self.epoch < tc.epochs else None
+            if self._converged(phase, record):
+                phase = self.phases[0]
+            planned = self.planned_epochs
+            next_phase = phase_at(self.phases, self.epoch) if self.epoch < planned else None
             if next_phase is not phase:
                 with self._same_rng_on_every_rank():
                     self.model.end_phase(phase.name, self.train_set)
-            last = self.epoch == tc.epochs
+            last = self.epoch == planned
             if self.ctx.is_main and (
                 last or (tc.sample_every and self.epoch % tc.sample_every == 0)
             ):
@@ -291,6 +306,38 @@ class Trainer:
                 self.log.artifact(self.out_dir / name)
         self.log.close()
         return record
+
+    @property
+    def planned_epochs(self) -> int:
+        """Epochs this run trains: ``train.epochs`` less what the convergence rule cut."""
+        return self.tc.epochs - self.epochs_cut
+
+    def _converged(self, phase: Phase, record: dict[str, Any]) -> bool:
+        """Apply the convergence rule to the first phase; when it fires, end that phase now
+        (later phases keep their planned epochs) and note it in ``record``."""
+        if not self.convergence or phase is not self.phases[0]:
+            return False
+        if not self.convergence.update(self.epoch, record):
+            return False
+        if phase.epochs is None:  # the only open-ended phase: the run ends
+            cut = self.tc.epochs - self.epoch
+        else:
+            cut = phase.epochs - self.epoch
+            self.phases[0] = dataclasses.replace(phase, epochs=self.epoch)
+        self.epochs_cut += cut
+        record["converged"] = True
+        self.log.write(
+            {
+                "event": "converged",
+                "epoch": self.epoch,
+                "metric": self.convergence.metric,
+                "window": self.convergence.window,
+                "tolerance": self.convergence.tolerance,
+                "best": min(self.convergence.history),
+                "epochs_cut": cut,
+            }
+        )
+        return True
 
     @contextlib.contextmanager
     def _same_rng_on_every_rank(self) -> Iterator[None]:
@@ -322,7 +369,7 @@ class Trainer:
 
             bar = tqdm(
                 total=n_batches,
-                desc=f"epoch {self.epoch + 1}/{tc.epochs} [{phase.name}]",
+                desc=f"epoch {self.epoch + 1}/{self.planned_epochs} [{phase.name}]",
                 leave=False,
                 dynamic_ncols=True,
             )
