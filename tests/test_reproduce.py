@@ -36,6 +36,11 @@ def test_every_cell_builds_a_valid_config_under_every_budget(name):
         assert runs.setdefault(cell.run.key, cell.run) == cell.run
     for budget in BUDGETS.values():
         for cell in table.cells:
+            if budget.name == "cpu-long" and cell.run.long is None:
+                assert cell.run.dataset not in ("mnist", "fashion-mnist", "static-mnist")
+                with pytest.raises(ConfigError, match="no cpu-long plan"):
+                    cell.run.spec(budget.name)
+                continue
             if cell.run.spec(budget.name).preset not in PRESETS:
                 continue  # a model still to land (ldc-vae): reported as skipped at run time
             config = build_config(cell.run, budget)
@@ -44,6 +49,39 @@ def test_every_cell_builds_a_valid_config_under_every_budget(name):
                 dataclass_from_dict(MODELS.get(config.model).config_class, config.model_options)
             if budget.name == "smoke":
                 assert config.data.limit_train == 512 and config.train.epochs == 2
+
+
+@pytest.mark.parametrize("name", ["vaepp-table1", "vaepp-table2", "vaepp-table4", "ldc-table1"])
+def test_cpu_long_gives_a_table_one_net_one_cap_and_a_metric_its_models_log(name):
+    """Every cpu-long run of a table: the same MLP nets and epoch cap, a stop metric that the
+    model's first loss really logs (a wrong key would only fail after an epoch of training)."""
+    from latentgap.data.base import Batch, DataSpec
+    from latentgap.models.base import build_model
+
+    table = TABLES.get(name)
+    runs = {c.run.key: c.run for c in table.cells if c.run.long is not None}
+    assert runs, "no cpu-long cells"
+    nets, caps = set(), set()
+    for run in runs.values():
+        config = build_config(run, BUDGETS["cpu-long"])
+        tc, mo = config.train, config.model_options
+        assert tc.stop_metric and tc.stop_window == 5 and tc.stop_tolerance == 1e-3
+        assert config.data.limit_test is None and tc.eval_batches * tc.batch_size >= 10_000
+        nets.add((mo["arch"], tuple(mo["arch_options"]["hidden"]), mo.get("latent_dim")))
+        # the cap of the first (watched) phase: VAEPP adds its latent-GAN epochs, 2-stage stage 2
+        caps.add(tc.epochs - (mo.get("gan_epochs") or 0) - (mo.get("stage2_epochs") or 0))
+        spec = DataSpec(config.data.name, (1, 28, 28), "binary")
+        model = build_model(config.model, mo, spec)
+        step = model.phases(tc.epochs)[0].steps[0].loss
+        x = torch.rand(4, 1, 28, 28).round()
+        out = model(step, Batch(x, x))
+        key = tc.stop_metric.removeprefix("test_")
+        assert key == "loss" or key in out.terms, (run.key, key, sorted(out.terms))
+    assert len(caps) == 1, caps
+    if name == "ldc-table1":
+        assert nets == {("mlp", (512, 512), 16)}, nets
+    else:
+        assert {n[:2] for n in nets} == {("mlp", (256, 256))}, nets
 
 
 def test_paper_numbers_and_shared_runs():
@@ -177,6 +215,7 @@ def test_vaepp_table1_smoke_resumes_and_skips_missing_data(tmp_path, mnist_only,
         assert "dataset 'cifar10' is not on this machine" in cells[f"{row}/cifar10"]["reason"]
     runs = results["runs"]
     assert runs["vae-mnist"]["train_calls"] == 1  # resumed, not restarted
+    assert runs["vae-mnist"]["epochs_trained"] == 2 and "converged" not in runs["vae-mnist"]
     events = [json.loads(line) for line in (out / "vae-mnist" / "metrics.jsonl").open()]
     assert any(e.get("event") == "resume" and e["epoch"] == 1 for e in events)
     assert "log_z" in json.loads((out / "vaepp-mnist" / "eval.json").read_text())

@@ -28,7 +28,7 @@ from latentgap.errors import ConfigError, LatentgapError, TrainingDiverged
 from latentgap.presets import PRESETS, deep_merge
 from latentgap.reproduce.markdown import render_markdown
 from latentgap.reproduce.tables import BUDGETS, TABLES, Budget, Cell, RunSpec, Table
-from latentgap.train.checkpoint import atomic_write_text
+from latentgap.train.checkpoint import atomic_write_text, load_checkpoint
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -67,7 +67,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
 
 
 def build_config(run: RunSpec, budget: Budget, *, device: str = "cpu") -> ExperimentConfig:
-    """Defaults ← the budget's preset ← the run's overrides ← the budget's overrides.
+    """Defaults ← the budget's preset ← the run's overrides ← the budget's overrides ← the
+    run's ``replace`` settings.
 
     A ``data`` section in the run's overrides replaces the preset's (moving a model to another
     dataset drops dataset options such as ``binarize``); everything else merges key by key.
@@ -80,6 +81,12 @@ def build_config(run: RunSpec, budget: Budget, *, device: str = "cpu") -> Experi
     if "data" in overrides:
         values["data"] = {**ExperimentConfig().to_dict()["data"], **overrides.pop("data")}
     values = deep_merge(deep_merge(values, overrides), dict(budget.train_overrides))
+    for dotted, value in spec.replace.items():
+        *parents, leaf = dotted.split(".")
+        section = values
+        for key in parents:
+            section = section.setdefault(key, {})
+        section[leaf] = value
     values["train"]["device"] = device
     return ExperimentConfig.from_dict(values)
 
@@ -280,14 +287,15 @@ def reproduce(
         log(f"[{i}/{len(cells)}] {cell.key}: {cell.metric} of run {cell.run.key}")
         record = {"row": cell.row, "column": cell.column, "metric": cell.metric}
         record |= {"paper": cell.paper, "run": cell.run.key, "sampler": cell.sampler}
-        preset = cell.run.spec(b.name).preset
-        config, reason = None, f"preset {preset!r} is not registered in this version"
-        if preset in PRESETS:
-            try:
+        config, reason = None, ""
+        try:
+            preset = cell.run.spec(b.name).preset
+            reason = f"preset {preset!r} is not registered in this version"
+            if preset in PRESETS:
                 config = build_config(cell.run, b, device=device)
                 reason = skip_reason(config, data_dir, data_cache)
-            except ConfigError as err:
-                reason = str(err)
+        except ConfigError as err:
+            reason = str(err)
         if reason or config is None:
             record |= {"status": "skipped", "reason": reason}
             log(f"    skipped: {reason}")
@@ -386,6 +394,10 @@ class _Context:
         t0 = time.perf_counter()
         try:
             train(config, run_dir, resume=resume, force=not resume, data_dir=self.data_dir)
+            run["epochs_trained"] = int(load_checkpoint(checkpoint)["epoch"])
+            if config.train.stop_metric:
+                run["stop_metric"] = config.train.stop_metric
+                run["converged"] = _converged(run_dir)
         finally:
             run["train_wall_s"] = round(run.get("train_wall_s", 0.0) + time.perf_counter() - t0, 1)
             run["train_calls"] = run.get("train_calls", 0) + 1
@@ -440,6 +452,13 @@ class _Context:
             ctx=self.ctx,
         )
         return dict(result)
+
+
+def _converged(run_dir: Path) -> bool:
+    """Whether the run's convergence rule fired (its metrics log has the event)."""
+    from latentgap.train.metrics_log import read_metrics
+
+    return any(r.get("event") == "converged" for r in read_metrics(run_dir / "metrics.jsonl"))
 
 
 def _merge_eval_json(run_dir: Path, results: dict[str, Any], sampler: str | None) -> None:

@@ -1,6 +1,12 @@
 """The papers' result tables as data: which model to train for each cell, what to measure, and
 the number the paper reports.
 
+``cpu-long`` trains the MNIST-family cells (MNIST, static MNIST, Fashion-MNIST, Omniglot) with
+MLP nets until the per-epoch test loss (or reconstruction error) stops improving
+(``train.stop_metric``, train/convergence.py), under one epoch cap per table, so that every model
+of a table gets the same nets and the same budget; cells on other datasets have no cpu-long plan
+and are skipped with that reason.
+
 A :class:`Table` is a grid of :class:`Cell` (row = model variant, column = dataset and metric).
 Every cell names a :class:`RunSpec`, the trained model it evaluates; cells that evaluate the same
 model (reconstruction and sample FID, or two samplers of one VAEPP) share one run. A run says how
@@ -17,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from latentgap.errors import ConfigError
 from latentgap.registry import Registry
 
 Metric = Literal["nll_nats", "bits_per_dim", "fid_sample", "fid_recon"]
-BudgetName = Literal["smoke", "cpu", "full"]
+BudgetName = Literal["smoke", "cpu", "cpu-long", "full"]
 METRIC_UNITS: dict[str, str] = {
     "nll_nats": "nats",
     "bits_per_dim": "bits/dim",
@@ -64,6 +71,19 @@ BUDGETS: dict[str, Budget] = {
         fid_samples=250,
         fid_reference_size=1000,
     ),
+    "cpu-long": Budget(
+        "cpu-long",
+        "MLP nets trained until the per-epoch test loss on all 10,000 test images stops improving "
+        "by more than 0.1 % over 5 epochs (capped per table: VAEPP tables 1, 2 and 4 at 50 "
+        "epochs + 4 latent-GAN epochs, the LDC-VAE table at 50 epochs); NLL with K = 1000 on all "
+        "10,000 test images (VAEPP: log Z by AIS); FID (Inception) of 2,000 samples against "
+        "5,000 training images, the largest a table's time allows on 2 cores (Inception runs at "
+        "~3 images/s per core), still biased upwards against a 10,000-sample FID",
+        nll_k=1000,
+        nll_repeats=1,
+        fid_samples=2000,
+        fid_reference_size=5000,
+    ),
     "smoke": Budget(
         "smoke",
         "a wiring check: 512 training images, 2 epochs, K = 16, FID of 128 samples on "
@@ -87,6 +107,9 @@ class TrainSpec:
 
     preset: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # dotted keys set after merging, replacing the preset's value whole (e.g. another net's
+    # ``model_options.arch_options``, where a merge would keep options the new net rejects)
+    replace: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,7 @@ class RunSpec:
     full: TrainSpec
     cpu: TrainSpec
     smoke: Mapping[str, Any] = field(default_factory=dict)
+    long: TrainSpec | None = None  # cpu-long (None: no plan for this run)
 
     def spec(self, budget: str) -> TrainSpec:
         """The preset and overrides for ``budget`` (smoke: the cpu spec, shrunk)."""
@@ -109,6 +133,13 @@ class RunSpec:
             return self.full
         if budget == "cpu":
             return self.cpu
+        if budget == "cpu-long":
+            if self.long is None:
+                raise ConfigError(
+                    f"run {self.key!r} has no cpu-long plan: that budget covers the MNIST, "
+                    "Fashion-MNIST, static MNIST and Omniglot cells with MLP nets"
+                )
+            return self.long
         return TrainSpec(self.cpu.preset, merge_overrides(self.cpu.overrides, self.smoke))
 
 
@@ -162,6 +193,29 @@ def merge_overrides(base: Mapping[str, Any], override: Mapping[str, Any]) -> dic
     return out
 
 
+# --- cpu-long: train until converged ------------------------------------------------------------
+_SMALL_IMAGES = ("mnist", "static-mnist", "fashion-mnist", "omniglot")  # 28 × 28: MLP nets
+
+
+def _until_converged(cap: int, metric: str = "test_loss") -> dict[str, Any]:
+    """Train overrides of the cpu-long budget: stop on ``metric`` (0.1 % over 5 epochs), at most
+    ``cap`` epochs, the per-epoch test loss on the whole test set (the batches cap at its end)."""
+    return {
+        "train": {
+            "epochs": cap,
+            "stop_metric": metric,
+            "stop_window": 5,
+            "stop_tolerance": 1e-3,
+            "eval_batches": 10_000,
+            "sample_every": 5,
+        }
+    }
+
+
+_LONG_VAEPP_EPOCHS = 50  # VAE phase cap of the VAEPP tables (+ 4 latent-GAN epochs)
+_LONG_LDC_EPOCHS = 50
+
+
 # --- VAEPP tables ---------------------------------------------------------------------------------
 _VAEPP_ROWS = {"naive-vaepp": "Naive VAEPP", "vaepp": "VAEPP", "vaepp-flow": "VAEPP + Flow"}
 _VAEPP_MODEL = {"naive-vaepp": "vaepp-naive", "vaepp": "vaepp", "vaepp-flow": "vaepp"}
@@ -179,6 +233,9 @@ _VAEPP_SMOKE = {
     }
 }
 _CPU_VAEPP_EPOCHS = {"train": {"epochs": 24}, "model_options": {"gan_epochs": 4}}
+_VAEPP_LONG = merge_overrides(
+    _until_converged(_LONG_VAEPP_EPOCHS + 4), {"model_options": {"gan_epochs": 4}}
+)
 
 # cpu versions of the paper's per-dataset settings (REFERENCE.md): latent size, bound w, data
 _VAEPP_DATA: dict[str, dict[str, Any]] = {
@@ -212,12 +269,16 @@ def _vaepp_run(row: str, dataset: str, penalty: str | None = None) -> RunSpec:
         cpu = merge_overrides(cpu, {"model_options": {"flow_layers": 4}})
     small = "vaepp-naive-mnist-small" if row == "naive-vaepp" else "vaepp-mnist-small"
     key = f"{_VAEPP_PRESET[row]}-{dataset}" + (f"-{penalty}" if penalty else "")
+    long = None
+    if dataset in _SMALL_IMAGES:
+        long = TrainSpec(small, merge_overrides(merge_overrides(cpu, extra), _VAEPP_LONG))
     return RunSpec(
         key=key,
         dataset=dataset,
         full=TrainSpec(f"{_VAEPP_PRESET[row]}-{dataset}", extra),
         cpu=TrainSpec(small, merge_overrides(cpu, extra)),
         smoke=_VAEPP_SMOKE,
+        long=long,
     )
 
 
@@ -236,6 +297,20 @@ _VAE_MNIST = RunSpec(
             },
             "train": {"epochs": 20, "batch_size": 128},  # as long as VAEPP's VAE phase
         },
+    ),
+    long=TrainSpec(
+        "vae-mnist-small",
+        merge_overrides(
+            {
+                "model_options": {
+                    "latent_dim": 13,
+                    "condition_on": "e",
+                    "arch_options": {"hidden": [256, 256]},
+                },
+                "train": {"batch_size": 128},
+            },
+            _until_converged(_LONG_VAEPP_EPOCHS),  # VAEPP's VAE-phase cap
+        ),
     ),
 )
 
@@ -331,12 +406,16 @@ def _fid_run(dataset: str) -> RunSpec:
         },
         "train": {"epochs": 24},
     }
+    long = None
+    if dataset in _SMALL_IMAGES:
+        long = TrainSpec("vaepp-mnist-small", merge_overrides(cpu, _VAEPP_LONG))
     return RunSpec(
         key=f"vaepp-fid-{dataset}",
         dataset=dataset,
         full=TrainSpec(f"vaepp-fid-{dataset}"),
         cpu=TrainSpec("vaepp-mnist-small", cpu),
         smoke=_VAEPP_SMOKE,
+        long=long,
     )
 
 
@@ -389,6 +468,17 @@ _LDC_PAPER = {  # (rec, sample) for MNIST, CelebA, CIFAR-10
 }
 _LDC_LATENT = {"mnist": 16, "celeba": 64, "cifar10": 128}  # as in RAE (REFERENCE.md)
 _LDC_CPU_EPOCHS = 3
+# cpu-long: every row on the same MLP 784-512-512 encoder and decoder (issue 12's nets)
+_LDC_MLP = {"model_options.arch": "mlp", "model_options.arch_options": {"hidden": [512, 512]}}
+# the reconstruction error where a row's loss is not a likelihood bound (LDC-VAE's encoder loss
+# is an SVGD surrogate whose value means nothing)
+_LDC_LONG_METRIC = {
+    "ldc-vae": "test_rec_mse",
+    "wae-mmd": "test_rec",
+    "rae-l2": "test_rec",
+    "rae-sn": "test_rec",
+    "rae-gp": "test_rec",
+}
 
 
 def _ldc_run(row: str, dataset: str) -> RunSpec:
@@ -405,12 +495,20 @@ def _ldc_run(row: str, dataset: str) -> RunSpec:
             "model_options": {"stage2_epochs": _LDC_CPU_EPOCHS},
         }
         smoke = {"model_options": {"stage2_epochs": 1}}
+    long = None
+    if dataset in _SMALL_IMAGES:
+        long_train = _until_converged(_LONG_LDC_EPOCHS, _LDC_LONG_METRIC.get(row, "test_loss"))
+        if row == "two-stage-vae":  # stage 1 until converged, then 10 stage-2 epochs
+            long_train = merge_overrides(long_train, {"model_options": {"stage2_epochs": 10}})
+            long_train["train"]["epochs"] += 10
+        long = TrainSpec(f"{preset}-small", merge_overrides(move, long_train), _LDC_MLP)
     return RunSpec(
         key=f"{preset.removesuffix('-mnist')}-{dataset}",
         dataset=dataset,
         full=TrainSpec(preset, move),
         cpu=TrainSpec(f"{preset}-small", merge_overrides(move, epochs)),
         smoke=smoke,
+        long=long,
     )
 
 
