@@ -51,7 +51,9 @@ def test_every_cell_builds_a_valid_config_under_every_budget(name):
                 assert config.data.limit_train == 512 and config.train.epochs == 2
 
 
-@pytest.mark.parametrize("name", ["vaepp-table1", "vaepp-table2", "vaepp-table4", "ldc-table1"])
+@pytest.mark.parametrize(
+    "name", ["vaepp-table1", "vaepp-table2", "vaepp-table4", "ldc-table1", "mlp-anchors"]
+)
 def test_cpu_long_gives_a_table_one_net_one_cap_and_a_metric_its_models_log(name):
     """Every cpu-long run of a table: the same MLP nets and epoch cap, a stop metric that the
     model's first loss really logs (a wrong key would only fail after an epoch of training)."""
@@ -80,6 +82,8 @@ def test_cpu_long_gives_a_table_one_net_one_cap_and_a_metric_its_models_log(name
     assert len(caps) == 1, caps
     if name == "ldc-table1":
         assert nets == {("mlp", (512, 512), 16)}, nets
+    elif name == "mlp-anchors":
+        assert nets == {("mlp", (300, 300), 40)}, nets
     else:
         assert {n[:2] for n in nets} == {("mlp", (256, 256))}, nets
 
