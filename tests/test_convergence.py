@@ -46,6 +46,20 @@ def test_relative_tolerance_on_negative_losses():
     assert feed(check, [-100.0, -102.0, -102.5]) == 3
 
 
+def test_max_mode_for_a_log_likelihood():
+    # a reconstruction log-likelihood rising by 1 % then 0.01 % an epoch: mode "max" stops it;
+    # read as a loss (mode "min") the rising values never improve and it stops at once
+    values = [-100 * 0.99**t for t in range(4)] + [-97.0299 * 0.9999**t for t in range(1, 8)]
+    check = ConvergenceCheck("test_rec", window=2, tolerance=1e-3, mode="max")
+    assert [check.update(e, {"test_rec": v}) for e, v in enumerate(values, 1)].index(True) + 1 == 6
+    assert check.best == max(check.history)
+    check = ConvergenceCheck("test_rec", window=2, tolerance=1e-3)
+    assert [check.update(e, {"test_rec": v}) for e, v in enumerate(values, 1)].index(True) + 1 == 3
+    other_mode = ConvergenceCheck("test_rec", window=2, tolerance=1e-3, mode="max")
+    other_mode.load_state_dict(check.state_dict())
+    assert other_mode.history == []
+
+
 def test_missing_metric_names_the_available_keys():
     check = ConvergenceCheck("test_elbo", window=1, tolerance=0.0)
     with pytest.raises(ConfigError, match="test_elbo.*test_loss"):
@@ -72,6 +86,7 @@ def test_state_round_trip_and_other_metric_starts_afresh():
         ({"stop_tolerance": float("nan")}, "stop_tolerance"),
         ({"stop_metric": "test_loss", "eval_batches": 0}, "eval_batches"),
         ({"stop_metric": ""}, "stop_metric"),
+        ({"stop_mode": "up"}, "stop_mode"),
     ],
 )
 def test_bad_settings_are_config_errors(train_options, message):

@@ -189,6 +189,7 @@ class TrainConfig:
     # than stop_tolerance (relative) over stop_window epochs; epochs stays the cap
     # (train/convergence.py). None: train for exactly ``epochs``.
     stop_metric: str | None = None
+    stop_mode: str = "min"  # "max" for a metric where higher is better (a log-likelihood)
     stop_window: int = 5
     stop_tolerance: float = 1e-3
 
@@ -240,6 +241,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.stop_tolerance must be a finite fraction ≥ 0, got {self.stop_tolerance}"
             )
+        if self.stop_mode not in ("min", "max"):
+            raise ConfigError(f"train.stop_mode must be 'min' or 'max', got {self.stop_mode!r}")
         if self.stop_metric is not None:
             if not self.stop_metric:
                 raise ConfigError("train.stop_metric must name an epoch-record key or be null")

@@ -1,7 +1,8 @@
 """Stop training when a per-epoch metric has stopped improving (``train.stop_metric``).
 
-The rule: after epoch t, with the metric's values m_1 … m_t (lower is better), training of the
-watched phase stops when the best value of the last ``window`` epochs is not better than the best
+The rule: after epoch t, with the metric's values m_1 … m_t (lower is better; ``mode="max"``
+negates them, for a log-likelihood such as the reconstruction term), training of the watched
+phase stops when the best value of the last ``window`` epochs is not better than the best
 before them by more than ``tolerance`` × |that best|:
 
     min(m_{t−w+1} … m_t) > min(m_1 … m_{t−w}) − tolerance · |min(m_1 … m_{t−w})|.
@@ -30,7 +31,8 @@ class ConvergenceCheck:
     metric: str
     window: int
     tolerance: float
-    history: list[float] = field(default_factory=list)
+    mode: str = "min"  # "max": higher is better
+    history: list[float] = field(default_factory=list)  # as logged, not negated
     converged_at: int | None = None  # epochs completed when the rule fired
 
     def update(self, epoch: int, record: dict[str, Any]) -> bool:
@@ -50,19 +52,32 @@ class ConvergenceCheck:
         self.history.append(value)
         if len(self.history) <= self.window:
             return False
-        before = min(self.history[: -self.window])
-        recent = min(self.history[-self.window :])
+        losses = [-v for v in self.history] if self.mode == "max" else self.history
+        before = min(losses[: -self.window])
+        recent = min(losses[-self.window :])
         if recent > before - self.tolerance * abs(before):
             self.converged_at = epoch
             return True
         return False
 
+    @property
+    def best(self) -> float:
+        """The best value so far (as logged)."""
+        return max(self.history) if self.mode == "max" else min(self.history)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "history": self.history, "converged_at": self.converged_at}
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "history": self.history,
+            "converged_at": self.converged_at,
+        }
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        """Restore the history of the same metric (another metric starts afresh)."""
+        """Restore the history of the same metric and mode (another starts afresh)."""
         if not state or state.get("metric") != self.metric:
+            return
+        if state.get("mode", "min") != self.mode:
             return
         self.history = [float(v) for v in state.get("history", [])]
         at = state.get("converged_at")

@@ -146,7 +146,9 @@ class Trainer:
             if self.tc.lr_halve_every
         }
         self.convergence = (
-            ConvergenceCheck(self.tc.stop_metric, self.tc.stop_window, self.tc.stop_tolerance)
+            ConvergenceCheck(
+                self.tc.stop_metric, self.tc.stop_window, self.tc.stop_tolerance, self.tc.stop_mode
+            )
             if self.tc.stop_metric
             else None
         )
@@ -333,7 +335,8 @@ class Trainer:
                 "metric": self.convergence.metric,
                 "window": self.convergence.window,
                 "tolerance": self.convergence.tolerance,
-                "best": min(self.convergence.history),
+                "mode": self.convergence.mode,
+                "best": self.convergence.best,
                 "epochs_cut": cut,
             }
         )
