@@ -193,6 +193,45 @@ def distance(model, test, sampler: str, n: int, seed: int) -> dict[str, float]:
     }
 
 
+def kde_sample_distances(model, train, test, n: int, seed: int) -> dict[str, dict[str, float]]:
+    """The same distances for samples of the KDE targets themselves (one code per image of the
+    first ``kde_memory`` training images, Scott's bandwidth × a factor): what a sampler that
+    matched its target exactly would score."""
+    from latentgap.models.ldc_vae import scott_bandwidth2, whiten, whitening
+
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        mem = torch.cat(
+            [
+                model.latent_codes(b, generator=g)
+                for b in train.subset(model.config.kde_memory).batches(500)
+            ]
+        )
+        enc = torch.cat([model.latent_codes(b, generator=g) for b in test.subset(n).batches(500)])
+    mean, chol = whitening(mem)
+    out = {}
+    for metric, factors in (("isotropic", (1.0,)), ("whitened", (1.0, 0.7, 0.5, 0.3))):
+        for f in factors:
+            pick = mem[torch.randint(len(mem), (n,), generator=g)]
+            noise = torch.randn(n, mem.shape[1], generator=g)
+            if metric == "whitened":
+                h = f * scott_bandwidth2(whiten(mem, mean, chol)).sqrt()
+                s = pick + h * noise @ chol.T
+            else:
+                s = pick + f * scott_bandwidth2(mem).sqrt() * noise
+            mmd2, p = mmd_test(enc, s, 200, seed)
+            precision, recall = precision_recall(enc, s, k=5)
+            out[f"kde samples, {metric}, {f:g} x Scott"] = {
+                "mmd2": mmd2,
+                "mmd_p": p,
+                "std_ratio": float(s.std(0).mean() / enc.std(0).mean()),
+                "precision": precision,
+                "recall": recall,
+            }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
@@ -201,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", help="variant names to run (default: all)")
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--kde-samples", action="store_true", help="also score samples of the KDE targets"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, config, splits = load_run(args.run_dir)
@@ -217,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {},
     }
     print(json.dumps({"encoder-gmm": results["encoder-gmm"]}), flush=True)
+    if args.kde_samples:
+        results["kde-samples"] = kde_sample_distances(
+            model, splits.train, splits.test, args.n, args.seed
+        )
+        print(json.dumps({"kde-samples": results["kde-samples"]}), flush=True)
     for name, options in VARIANTS.items():
         if args.only and name not in args.only:
             continue
