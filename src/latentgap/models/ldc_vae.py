@@ -61,8 +61,9 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
     ``"isotropic"`` keeps the kernel h²·I on raw codes. The target's own blur bounds what the
     sampler can reach: samples of the KDE itself put 39 % (whitened) and 18 % (isotropic) of
     their codes inside the encoder codes' 5-NN manifold, and the trained samplers 43 % and 17 %
-    (bench/ldc_sampler_targets.py --kde-samples); sharper kernels (0.5–0.7 × Scott, whose own samples reach
-    63–81 %) made the SVGD-trained sampler collapse onto a few modes instead (recall ≈ 0).
+    (bench/ldc_sampler_targets.py, --kde-samples); sharper kernels (0.5–0.7 × Scott, whose own
+    samples reach 63–81 %) made the SVGD-trained sampler collapse onto a few modes instead
+    (recall ≈ 0), and so did adding the kernel's noise to the sampler's particles.
     ``sampler_particles`` is 400 (4 × the batch) by default: with the whitened kernel, 100
     particles a step left the sampler under-dispersed after 6,000 updates (recall 0.42) where
     400 covered the codes (recall 0.965).
