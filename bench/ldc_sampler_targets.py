@@ -132,6 +132,13 @@ VARIANTS: dict[str, dict] = {
         "sampler_particles": 400,
         "sampler_leave_one_out": True,
     },
+    "kde, whitened 0.5 x Scott, M=400, leave-one-out": {
+        "sampler_target": "kde",
+        "kde_metric": "whitened",
+        "kde_bandwidth": 0.5,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
     "kde, whitened Scott, M=100, leave-one-out, 3 sampler steps per batch": {
         "sampler_target": "kde",
         "kde_metric": "whitened",
