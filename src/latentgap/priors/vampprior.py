@@ -74,9 +74,10 @@ class VampPrior(nn.Module):
         if init.ndim < 2 or init.shape[0] < 1:
             raise ValueError(f"init must be (K, *data shape) with K ≥ 1, got {tuple(init.shape)}")
         low, high = (0.0, 1.0)
-        if not bool(((init >= low) & (init <= high)).all()):
+        known = init.device.type != "meta"  # a meta tensor (shapes only) has no values to check
+        if known and not bool(((init >= low) & (init <= high)).all()):
             raise ValueError("initial pseudo-inputs must lie in [0, 1]")
-        if activation == "sigmoid" and not bool(((init > low) & (init < high)).all()):
+        if known and activation == "sigmoid" and not bool(((init > low) & (init < high)).all()):
             raise ValueError("initial pseudo-inputs must lie in (0, 1) for the sigmoid activation")
         self.posterior = posterior  # a callable, not a submodule: its parameters are the caller's
         self.activation = activation
