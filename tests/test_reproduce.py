@@ -126,11 +126,28 @@ def test_markdown_puts_ours_beside_the_paper_and_explains_skips():
             "vaepp/mnist": {"status": "done", "value": 91.234, "std": 0.5},
             "vaepp/cifar10": {"status": "skipped", "reason": "dataset 'cifar10' is missing"},
         },
-        "runs": {"vaepp-mnist": {"preset": "vaepp-mnist-small", "epochs": 2, "status": "trained"}},
+        "runs": {
+            "vaepp-mnist": {"preset": "vaepp-mnist-small", "epochs": 2, "status": "trained"},
+            "vae-mnist": {
+                "preset": "vae-mnist-small",
+                "epochs": 50,
+                "epochs_trained": 37,
+                "stop_metric": "test_rec",
+                "converged": True,
+            },
+            "vaepp-flow-mnist": {
+                "epochs": 54,
+                "epochs_trained": 54,
+                "stop_metric": "test_rec",
+                "converged": False,
+            },
+        },
         "machine": {"cpu": "TestCPU", "cores": 2, "torch": "2.x"},
         "wall_s": 12.0,
     }
     md = render_markdown(results, table)
+    assert "| 37 of ≤ 50 (converged on test_rec) |" in md
+    assert "| 54 of ≤ 54 (cap reached) |" in md
     assert "| VAEPP | 91.23 ± 0.50 | 76.37 | skipped [1] | 2.91 |" in md
     assert "1. VAEPP / CIFAR-10 (bits/dim): dataset 'cifar10' is missing" in md
     assert "TestCPU, 2 cores" in md and "| vaepp-mnist | vaepp-mnist-small |" in md

@@ -78,6 +78,15 @@ def table_grid(
     return header, rows, notes
 
 
+def _epochs(run: dict[str, Any]) -> str:
+    """Epochs of a run: the plan, or what ran of a cap under the convergence rule."""
+    planned = run.get("epochs", "")
+    if not run.get("stop_metric") or "epochs_trained" not in run:
+        return str(planned)
+    how = f"converged on {run['stop_metric']}" if run.get("converged") else "cap reached"
+    return f"{run['epochs_trained']} of ≤ {planned} ({how})"
+
+
 def render_markdown(results: dict[str, Any], table: Table) -> str:
     """The markdown page of ``results`` (the content of ``results.json``) for ``table``."""
     runs: dict[str, Any] = results.get("runs", {})
@@ -111,7 +120,7 @@ def render_markdown(results: dict[str, Any], table: Table) -> str:
             images = run.get("train_images") or "all"
             lines.append(
                 f"| {key} | {run.get('preset', '')} | {run.get('model', '')} | "
-                f"{run.get('dataset', '')} | {run.get('epochs', '')} | {images} | "
+                f"{run.get('dataset', '')} | {_epochs(run)} | {images} | "
                 f"{run.get('status', '')} | {format_seconds(run.get('train_wall_s'))} |"
             )
         lines.append("")
