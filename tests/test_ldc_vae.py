@@ -367,3 +367,25 @@ def test_whitened_kde_score_is_the_full_bandwidth_kde_score_in_whitened_coordina
     w = torch.softmax(logk, dim=1)
     grad_z = torch.einsum("mn,mnd->md", w, diff) @ prec / h2
     assert torch.allclose(got, grad_z @ chol, atol=1e-8)
+
+
+def test_whitened_sampler_step_moves_the_whitened_particles_along_svgd(toy):
+    """With the whitened kernel, a gradient step on the sampler loss moves the particles' whitened
+    coordinates u = L⁻¹(z − μ) along SVGD's φ_u (computed here independently), not along Σ⁻¹φ_u,
+    which is what backpropagating φ_u through the whitening would give."""
+    d = 4
+    g = torch.Generator().manual_seed(5)
+    codes = torch.randn(500, d, generator=g) * torch.tensor([0.3, 1.0, 3.0, 10.0])
+    model = small_model(toy.spec, latent_dim=d, sampler_particles=50, kde_metric="whitened")
+    model._remember(codes)
+    z = (torch.randn(50, d, generator=g) * 2).requires_grad_(True)
+    model.sampler_latents = lambda n, generator=None: z
+    model.sampler_loss(toy.train.gray(torch.arange(4))).loss.backward()
+    mean, chol = ldc_vae.whitening(codes)
+    u, cu = ldc_vae.whiten(z.detach(), mean, chol), ldc_vae.whiten(codes, mean, chol)
+    score = ldc_vae.kde_score(u, cu, ldc_vae.scott_bandwidth2(cu))
+    phi_u = ldc_vae.svgd_direction(u[None], score[None], model.kernel, True)[0]
+    step_u = torch.linalg.solve_triangular(chol, -z.grad.T, upper=False).T  # L⁻¹ δz
+    scale = (step_u * phi_u).sum() / phi_u.pow(2).sum()
+    assert scale > 0
+    torch.testing.assert_close(step_u, scale * phi_u, rtol=1e-4, atol=1e-6 * float(scale))

@@ -519,17 +519,26 @@ class LDCVAE(GenerativeModel):
                     codes = self.encode(x, 1)[:, 0]
             z = self.sampler_latents(c.sampler_particles)  # (M, D)
             if c.kde_metric == "whitened":
+                # SVGD on u = L⁻¹(z − μ); the direction φ_u moves z by L φ_u, so that u moves by
+                # φ_u (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which
+                # crawls along the codes' long axes)
                 mean, chol = whitening(codes)
-                zs, codes = whiten(z, mean, chol), whiten(codes, mean, chol)
+                u, codes = whiten(z.detach(), mean, chol), whiten(codes, mean, chol)
             else:
-                zs = z
+                u = z.detach()
             h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
-            scores = kde_score(zs.detach(), codes, h2)
+            scores = kde_score(u, codes, h2)
             if c.prior_weight:
                 prior = -c.prior_weight * z.detach()
                 scores = scores + (prior @ chol if c.kde_metric == "whitened" else prior)
-            zs, scores = zs.unsqueeze(0), scores.unsqueeze(0)
+            phi = svgd_direction(u[None], scores[None], self.kernel, c.sampler_leave_one_out)
+            if c.kde_metric == "whitened":
+                phi = phi @ chol.T  # L φ_u, row-wise
+            if self.training:
+                self.sampler_updates += 1
             terms["sampler_kde_h2"] = h2.detach()
+            terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
+            return ModelOutput(svgd_surrogate_loss(z[None], phi), terms)
         else:
             sigma2 = self.last_sigma2
             if c.sigma2 is not None:
