@@ -151,8 +151,9 @@ VARIANTS: dict[str, dict] = {
 def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed: int) -> float:
     """Re-initialise the sampler and train it for ``steps`` batches with the run's config
     ``base`` changed by ``options``; seconds."""
-    # the first-round rows predate kde_metric: they ran with the isotropic kernel
-    defaults = {"sampler_leave_one_out": False, "kde_metric": "isotropic"}
+    # the first-round rows predate kde_metric and the 400-particle default: they ran with the
+    # isotropic kernel and 100 particles, which a row's name says unless it sets them
+    defaults = {"sampler_leave_one_out": False, "kde_metric": "isotropic", "sampler_particles": 100}
     model.config = dataclasses.replace(base, **{**defaults, **options})
     torch.manual_seed(seed)
     for m in model.sampler.modules():
