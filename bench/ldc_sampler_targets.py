@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({name: row}), flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
