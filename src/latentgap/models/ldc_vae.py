@@ -58,8 +58,8 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
     SVGD runs on the whitened codes u = L⁻¹(z − μ) (LLᵀ = Σ): the encoder's codes are
     anisotropic (covariance eigenvalues 0.55–220 on a 4-epoch MLP run), so an isotropic kernel
     wide enough for the long axes blurs the thin ones, and the sampler learnt that blur.
-    ``"isotropic"`` keeps the kernel h²·I on raw codes. SVGD runs on u, and its direction
-    φ_u moves the sampler's output z by L·φ_u (so that u moves by φ_u). The target's own blur
+    ``"isotropic"`` keeps the kernel h²·I on raw codes. The direction φ_u found on u moves
+    the sampler's output z by L·φ_u (so that u moves by φ_u). The target's own blur
     bounds what the sampler can reach: samples of the KDE itself put 39 % (whitened) and 18 %
     (isotropic) of their codes inside the encoder codes' 5-NN manifold, and the trained samplers
     34 % and 17 % (bench/ldc_sampler_targets.py, --kde-samples); sharper kernels (0.5 × Scott,
@@ -517,28 +517,24 @@ class LDCVAE(GenerativeModel):
                 with torch.no_grad():
                     codes = self.encode(x, 1)[:, 0]
             z = self.sampler_latents(c.sampler_particles)  # (M, D)
+            lift = None  # maps the direction on the SVGD coordinates back to z (row-wise)
             if c.kde_metric == "whitened":
                 # SVGD on u = L⁻¹(z − μ); the direction φ_u moves z by L φ_u, so that u moves by
                 # φ_u (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which
                 # crawls along the codes' long axes)
-                mean, chol = whitening(codes)
-                u, codes = whiten(z.detach(), mean, chol), whiten(codes, mean, chol)
+                mean, lift = whitening(codes)
+                u, codes = whiten(z.detach(), mean, lift), whiten(codes, mean, lift)
             else:
                 u = z.detach()
             h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
             scores = kde_score(u, codes, h2)
             if c.prior_weight:
                 prior = -c.prior_weight * z.detach()
-                scores = scores + (prior @ chol if c.kde_metric == "whitened" else prior)
-            phi = svgd_direction(u[None], scores[None], self.kernel, c.sampler_leave_one_out)
-            if c.kde_metric == "whitened":
-                phi = phi @ chol.T  # L φ_u, row-wise
-            if self.training:
-                self.sampler_updates += 1
+                scores = scores + (prior if lift is None else prior @ lift)
+            zs, particles, scores = z[None], u[None], scores[None]  # (1, M, D)
             terms["sampler_kde_h2"] = h2.detach()
-            terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
-            return ModelOutput(svgd_surrogate_loss(z[None], phi), terms)
         else:
+            lift = None
             sigma2 = self.last_sigma2
             if c.sigma2 is not None:
                 sigma2 = sigma2.new_tensor(c.sigma2)
@@ -556,10 +552,13 @@ class LDCVAE(GenerativeModel):
                 else:
                     zs = self.sampler_latents(c.sampler_particles).unsqueeze(0)  # (1, M, D)
                     scores = self._mixture_scores(zs, x, sigma2)
+            particles = zs.detach()
             terms["sampler_sigma2"] = sigma2.detach()
         if self.training:
             self.sampler_updates += 1
-        phi = svgd_direction(zs.detach(), scores, self.kernel, c.sampler_leave_one_out)
+        phi = svgd_direction(particles, scores, self.kernel, c.sampler_leave_one_out)
+        if lift is not None:
+            phi = phi @ lift.T  # L φ_u
         terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
         return ModelOutput(svgd_surrogate_loss(zs, phi), terms)
 
