@@ -10,6 +10,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from latentgap.errors import ConfigError
 from latentgap.registry import Registry
 
 
@@ -31,6 +32,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def set_path(values: dict[str, Any], key: str, value: Any) -> None:
+    """``values[a][b]…[leaf] = value`` for ``key`` "a.b.leaf", creating missing sections;
+    a :class:`ConfigError` names the part of ``key`` that holds a value, not a section."""
+    node = values
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
 
 
 PRESETS.add(

@@ -10,7 +10,7 @@ from typing import Any
 
 from latentgap.config import ExperimentConfig
 from latentgap.errors import ConfigError
-from latentgap.presets import PRESETS, deep_merge
+from latentgap.presets import PRESETS, deep_merge, set_path
 from latentgap.train.rundir import nonempty_path
 
 
@@ -159,14 +159,10 @@ def set_dotted(values: dict[str, Any], assignment: str) -> None:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    node = values
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
+    try:
+        set_path(values, key, value)
+    except ConfigError as err:
+        raise ConfigError(f"--set {err}") from None
 
 
 TRAIN_FLAGS = (

@@ -25,7 +25,7 @@ from typing import Any
 from latentgap.config import ExperimentConfig, to_plain
 from latentgap.distributed import DistContext, barrier, init_distributed, resolve_device
 from latentgap.errors import ConfigError, LatentgapError, TrainingDiverged
-from latentgap.presets import PRESETS, deep_merge
+from latentgap.presets import PRESETS, deep_merge, set_path
 from latentgap.reproduce.markdown import render_markdown
 from latentgap.reproduce.tables import BUDGETS, TABLES, Budget, Cell, RunSpec, Table
 from latentgap.train.checkpoint import atomic_write_text, load_checkpoint
@@ -81,12 +81,8 @@ def build_config(run: RunSpec, budget: Budget, *, device: str = "cpu") -> Experi
     if "data" in overrides:
         values["data"] = {**ExperimentConfig().to_dict()["data"], **overrides.pop("data")}
     values = deep_merge(deep_merge(values, overrides), dict(budget.train_overrides))
-    for dotted, value in spec.replace.items():
-        *parents, leaf = dotted.split(".")
-        section = values
-        for key in parents:
-            section = section.setdefault(key, {})
-        section[leaf] = value
+    for key, value in spec.replace.items():
+        set_path(values, key, value)
     values["train"]["device"] = device
     return ExperimentConfig.from_dict(values)
 
@@ -394,10 +390,11 @@ class _Context:
         t0 = time.perf_counter()
         try:
             train(config, run_dir, resume=resume, force=not resume, data_dir=self.data_dir)
-            run["epochs_trained"] = int(load_checkpoint(checkpoint)["epoch"])
+            state = load_checkpoint(checkpoint)
+            run["epochs_trained"] = int(state["epoch"])
             if config.train.stop_metric:
                 run["stop_metric"] = config.train.stop_metric
-                run["converged"] = _converged(run_dir)
+                run["converged"] = (state.get("convergence") or {}).get("converged_at") is not None
         finally:
             run["train_wall_s"] = round(run.get("train_wall_s", 0.0) + time.perf_counter() - t0, 1)
             run["train_calls"] = run.get("train_calls", 0) + 1
@@ -452,13 +449,6 @@ class _Context:
             ctx=self.ctx,
         )
         return dict(result)
-
-
-def _converged(run_dir: Path) -> bool:
-    """Whether the run's convergence rule fired (its metrics log has the event)."""
-    from latentgap.train.metrics_log import read_metrics
-
-    return any(r.get("event") == "converged" for r in read_metrics(run_dir / "metrics.jsonl"))
 
 
 def _merge_eval_json(run_dir: Path, results: dict[str, Any], sampler: str | None) -> None:
