@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_jobs import PRESET, VARIANTS, run_job, settings_for  # noqa: E402
 from gpu_plan import planned_runs, project  # noqa: E402
+from throughput import matmul_peak  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_EPOCH_SECONDS = 5.0  # issue 14: 2,000 paper epochs in under 3 h
@@ -58,28 +59,6 @@ TIME_BOXES = {
 }
 CUDA_ONLY = {"cudagraphs": "CUDA graphs need a CUDA device"}
 CPU_SKIP = "not run on a CPU unless --variants names it (inductor compiles the ResNet for minutes)"
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
-    """Best n×n×n matmul rate (TFLOP/s) over about ``seconds`` of repeats."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            torch.mm(a, b)
-            stop.record()
-            stop.synchronize()
-            elapsed = start.elapsed_time(stop) / 1e3
-        else:
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            elapsed = time.perf_counter() - t0
-        best = max(best, 2 * n**3 / elapsed / 1e12)
-    return best
 
 
 def matmul_peaks(device: torch.device, n: int, seconds: float) -> dict[str, float]:
