@@ -67,6 +67,9 @@ class VAEPPConfig(VAEConfig):
     critic_arch: str | None = None  # None: the same family as the encoder/decoder
     critic_options: dict[str, Any] = field(default_factory=dict)
     beta_bound: float = 10.0  # w: β = w·sigmoid(ξ) ∈ (0, w)
+    # β at the start of training; None: w/2 (ξ = 0, the authors' code). A bound of hundreds
+    # (w = 1000) wants a small start instead: the paper trains β "from small to large" (Sec. 3.4)
+    beta_init: float | None = None
     penalty: str = "wgan-div-1"
     penalty_scale: Literal["bound", "beta"] = "bound"
     logz_normal_samples: int = 128  # fresh ε per step for the p_N-proposal term
@@ -110,6 +113,10 @@ class VAEPPConfig(VAEConfig):
         super().__post_init__()
         if self.beta_bound <= 0:
             raise ConfigError(f"beta_bound must be positive, got {self.beta_bound}")
+        if self.beta_init is not None and not 0 < self.beta_init < self.beta_bound:
+            raise ConfigError(
+                f"beta_init must lie in (0, beta_bound = {self.beta_bound:g}), got {self.beta_init}"
+            )
         if self.penalty not in PENALTIES:
             PENALTIES.get(self.penalty)
         if self.penalty_scale not in ("bound", "beta"):
@@ -162,7 +169,12 @@ class VAEPP(LatentVAEBase):
         self.critic = build_critic(
             config.critic_arch or config.arch, spec.shape, **config.critic_options
         )
-        self.pullback = PullbackPrior(config.latent_dim, beta_bound=config.beta_bound)
+        beta0 = config.beta_bound / 2 if config.beta_init is None else config.beta_init
+        self.pullback = PullbackPrior(
+            config.latent_dim,
+            beta_bound=config.beta_bound,
+            init_logit=math.log(beta0 / (config.beta_bound - beta0)),  # ξ = logit(β₀ / w)
+        )
         self.penalty = build_penalty(config.penalty)
         self.latent_gan = LatentGAN(
             config.latent_dim,
