@@ -406,6 +406,11 @@ def _fid_run(dataset: str) -> RunSpec:
         "model_options": {
             "latent_dim": 32,
             "beta_bound": 1000.0,
+            # β from 5 (MNIST's w/2), not w/2 = 500: started at 500 the β·D term outweighed the
+            # reconstruction in the decoder's gradient 5–70× within 60 steps, the persistent
+            # chains could not follow a prior tilted by thousands of nats, and the decoder
+            # collapsed onto one saturated image (docs/results.md, "Table 4 at cpu-long")
+            "beta_init": 5.0,
             "likelihood": "gaussian",
             "gan_data": "sample",
             "mala_step_size": 5e-5,
