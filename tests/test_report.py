@@ -229,3 +229,26 @@ def test_plot_training_curves(vaepp_run, vae_run, tmp_path, capsys):
     assert main(["plot", str(vae_run), "--curves", str(one), "--terms", "nope"]) == 2
     assert "no run logged 'nope'; logged terms:" in capsys.readouterr().err
     assert main(["plot", str(vae_run)]) == 2
+
+
+def test_save_figure_is_atomic(tmp_path):
+    """A figure replaces its file whole: a failing savefig leaves the old file and no temp file."""
+    from latentgap.report import figures
+
+    plt = figures.pyplot()
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+
+    class Broken:
+        def savefig(self, f, **kwargs):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("renderer died")
+
+    with pytest.raises(RuntimeError, match="renderer died"):
+        figures.save_figure(Broken(), path, dpi=90)
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    figures.save_figure(fig, path, dpi=50)
+    plt.close(fig)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

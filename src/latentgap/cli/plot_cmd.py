@@ -107,6 +107,7 @@ def plot_tsne(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
+    from latentgap.report import figures
     from latentgap.train.run import load_run, update_eval_json
 
     if args.latent_tsne.suffix.lower() != ".png":
@@ -138,7 +139,6 @@ def plot_tsne(args: argparse.Namespace) -> dict:
         ax.set_yticks([])
     axes[0][0].legend(loc="lower left", fontsize=7, markerscale=4)
     fig.tight_layout()
-    args.latent_tsne.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.latent_tsne, dpi=110)
+    figures.save_figure(fig, args.latent_tsne, dpi=110)
     plt.close(fig)
     return {"out": str(args.latent_tsne), "runs": {str(r): nums for r, _, _, _, nums in panels}}

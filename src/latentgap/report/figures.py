@@ -34,6 +34,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Write a matplotlib figure atomically (temp file + rename; format from the suffix)."""
+    from latentgap.train.checkpoint import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi))
+    return path
+
+
 def _series(
     records: Sequence[dict[str, Any]], key: str, split: str, phases: set | None = None
 ) -> tuple[list, list]:
@@ -104,8 +113,7 @@ def _panels(
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -179,8 +187,7 @@ def overlay_curves(
         ax.axis("off")
     fig.suptitle("training curves (dashed: test, per epoch)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
