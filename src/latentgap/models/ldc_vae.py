@@ -151,7 +151,7 @@ class LDCVAEConfig:
     sampler_net: Literal["encoder", "mlp"] = "encoder"  # encoder: arch's encoder on noise images
     sampler_noise_dim: int = 64  # ε_s dimension of the "mlp" sampler
     sampler_hidden: tuple[int, ...] = (512, 512)
-    sampler_target: Literal["kde", "mixture", "paired"] = "kde"
+    sampler_target: Literal["kde", "gmm", "mixture", "paired"] = "kde"
     sampler_particles: int = 400  # particles of the "kde" and "mixture" targets (4 × the batch)
     sampler_steps: int = 1  # sampler updates per encoder update (on the same batch)
     sampler_anneal: float = 1.0  # target temperature factor at the start (1: no annealing)
@@ -159,6 +159,9 @@ class LDCVAEConfig:
     kde_memory: int = 1000  # encoder codes (one per image) of the "kde" target
     kde_bandwidth: float = 1.0  # × Scott's rule
     kde_metric: Literal["whitened", "isotropic"] = "whitened"  # kernel shape of the "kde" target
+    target_components: int = 10  # components of the "gmm" target
+    target_refit: int = 100  # sampler updates between refits of the "gmm" target
+    target_balance_iters: int = 20  # Sinkhorn steps balancing the "gmm" target (0: plain score)
     mixture_normalizer: Literal["sinkhorn", "encoder", "none"] = "sinkhorn"  # log C(x_b) estimate
     sinkhorn_iters: int = 20
     gmm_components: int = 10  # the encoder-gmm reference sampler
@@ -176,6 +179,8 @@ class LDCVAEConfig:
             "sampler_steps",
             "kde_memory",
             "gmm_components",
+            "target_components",
+            "target_refit",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -186,15 +191,16 @@ class LDCVAEConfig:
                 raise ConfigError(
                     f"{name} must be an integer ≥ 2 (SVGD needs pairs), got {value!r}"
                 )
-        value = self.sampler_anneal_iters
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"sampler_anneal_iters must be an integer ≥ 0, got {value!r}")
+        for name in ("sampler_anneal_iters", "target_balance_iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer ≥ 0, got {value!r}")
         choices = {
             "energy": ("sum", "mean"),
             "sigma2_estimator": ("residual", "norm-variance"),
             "output": ("auto", "sigmoid", "tanh", "identity"),
             "sampler_net": ("encoder", "mlp"),
-            "sampler_target": ("kde", "mixture", "paired"),
+            "sampler_target": ("kde", "gmm", "mixture", "paired"),
             "mixture_normalizer": ("encoder", "sinkhorn", "none"),
         }
         for name, valid in choices.items():
@@ -248,13 +254,20 @@ class ImplicitEncoder(nn.Module):
         return self.head(hx.unsqueeze(1) + hn)  # (B, n, D)
 
 
-def sinkhorn_responsibilities(log_terms: Tensor, iters: int) -> Tensor:
+def sinkhorn_responsibilities(
+    log_terms: Tensor, iters: int, column_mass: Tensor | None = None
+) -> Tensor:
     """Balanced responsibilities (M, B) from log weights (M, B): Sinkhorn scaling in log space
-    to rows summing to 1 (one particle) and columns to M/B (equal mass per component)."""
+    to rows summing to 1 (one particle) and columns to M·column_mass (B,) (None: M/B each,
+    equal mass per component)."""
     m, b = log_terms.shape
+    if column_mass is None:
+        log_mass = torch.full((b,), math.log(m / b), dtype=log_terms.dtype, device=log_terms.device)
+    else:
+        log_mass = (m * column_mass).log()
     log_w = log_terms
     for _ in range(iters):
-        log_w = log_w - torch.logsumexp(log_w, dim=0, keepdim=True) + math.log(m / b)  # columns
+        log_w = log_w - torch.logsumexp(log_w, dim=0, keepdim=True) + log_mass  # columns
         log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)  # rows
     return log_w.exp()
 
@@ -277,6 +290,33 @@ def kde_score(z: Tensor, codes: Tensor, h2: Tensor | float) -> Tensor:
     d2 = (z.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2.0 * z @ codes.T).clamp_min(0)
     w = torch.softmax(-d2 / (2.0 * h2), dim=-1)  # (M, N)
     return (w @ codes - z) / h2  # (M, D)
+
+
+def mixture_score(
+    z: Tensor,
+    means: Tensor,
+    covariances: Tensor,
+    weights: Tensor | None = None,
+    balance_iters: int = 0,
+) -> Tensor:
+    """Σ_k r_mk C_k⁻¹(μ_k − z_m) for points z (M, D) and a Gaussian mixture Σ_k w_k N(μ_k, C_k):
+    means (K, D), covariances (K, D, D), weights (K,) (None: equal). With the responsibilities
+    r_mk ∝ w_k N(z_m; μ_k, C_k) this is the score ∇ log p(z_m); with ``balance_iters`` > 0 they
+    are Sinkhorn-scaled so that component k holds M·w_k of the points (see
+    :func:`sinkhorn_responsibilities`)."""
+    k = len(means)
+    weights = torch.full((k,), 1.0 / k, device=means.device) if weights is None else weights
+    chol = torch.linalg.cholesky(covariances).expand(len(z), k, *covariances.shape[1:])
+    diff = (means[None] - z[:, None]).unsqueeze(-1)  # (M, K, D, 1)
+    white = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)  # (M, K, D)
+    half_log_det = torch.diagonal(chol[0], dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    logits = weights.log() - 0.5 * white.square().sum(-1) - half_log_det  # (M, K)
+    if balance_iters:
+        r = sinkhorn_responsibilities(logits, balance_iters, weights)
+    else:
+        r = torch.softmax(logits, dim=-1)
+    precision_diff = torch.cholesky_solve(diff, chol).squeeze(-1)  # C_k⁻¹(μ_k − z): (M, K, D)
+    return (r.unsqueeze(-1) * precision_diff).sum(1)  # (M, D)
 
 
 def scott_bandwidth2(codes: Tensor) -> Tensor:
@@ -349,6 +389,9 @@ class LDCVAE(GenerativeModel):
         self.register_buffer("sampler_updates", torch.tensor(0, dtype=torch.long))
         self.register_buffer("code_memory", torch.zeros(c.kde_memory, c.latent_dim))
         self.register_buffer("memory_count", torch.tensor(0, dtype=torch.long))
+        if c.sampler_target == "gmm":  # the "gmm" target's mixture and the update it was fitted at
+            self.target_density = GaussianMixture(c.target_components, c.latent_dim)
+            self.register_buffer("target_fitted_at", torch.tensor(-1, dtype=torch.long))
 
     @property
     def latent_dim(self) -> int:
@@ -511,7 +554,7 @@ class LDCVAE(GenerativeModel):
         c = self.config
         factor = self._anneal()
         terms: dict[str, Tensor] = {}
-        if c.sampler_target == "kde":
+        if c.sampler_target in ("kde", "gmm"):
             codes = self.code_memory[: min(int(self.memory_count), c.kde_memory)]
             if len(codes) < 2:  # no encoder step yet: this batch's codes
                 with torch.no_grad():
@@ -523,16 +566,23 @@ class LDCVAE(GenerativeModel):
                 # φ_u (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which
                 # crawls along the codes' long axes)
                 mean, lift = whitening(codes)
-                u, codes = whiten(z.detach(), mean, lift), whiten(codes, mean, lift)
+                u = whiten(z.detach(), mean, lift)
             else:
                 u = z.detach()
-            h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
-            scores = kde_score(u, codes, h2)
+            if c.sampler_target == "kde":
+                if lift is not None:
+                    codes = whiten(codes, mean, lift)
+                h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
+                scores = kde_score(u, codes, h2)  # on the SVGD coordinates
+                terms["sampler_kde_h2"] = h2.detach()
+            else:
+                scores = self._gmm_target_score(z.detach(), codes, factor)  # ∇_z log p(z)
+                if lift is not None:
+                    scores = scores @ lift  # ∇_u = Lᵀ ∇_z, row-wise
             if c.prior_weight:
                 prior = -c.prior_weight * z.detach()
                 scores = scores + (prior if lift is None else prior @ lift)
             zs, particles, scores = z[None], u[None], scores[None]  # (1, M, D)
-            terms["sampler_kde_h2"] = h2.detach()
         else:
             lift = None
             sigma2 = self.last_sigma2
@@ -561,6 +611,30 @@ class LDCVAE(GenerativeModel):
             phi = phi @ lift.T  # L φ_u
         terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
         return ModelOutput(svgd_surrogate_loss(zs, phi), terms)
+
+    def _gmm_target_score(self, z: Tensor, codes: Tensor, factor: float) -> Tensor:
+        """∇_z log p(z) of the "gmm" target at points (M, D): a ``target_components``-component
+        full-covariance mixture fitted (EM, k-means start) to the code memory (N, D), refitted
+        every ``target_refit`` sampler updates. Annealing (``factor`` f > 1) blurs it: component
+        covariances Σ_k + (f − 1)·h²Σ, Σ the codes' covariance and h² Scott's factor
+        N^(−2/(D+4)), the blur that f adds to the kde target's kernel h²Σ."""
+        c = self.config
+        density = self.target_density
+        updates, fitted_at = int(self.sampler_updates), int(self.target_fitted_at)
+        filling = int(self.memory_count) < c.kde_memory  # refit every update until memory is full
+        due = fitted_at < 0 or filling or updates - fitted_at >= c.target_refit
+        if due and len(codes) >= max(2 * c.target_components, c.latent_dim + 1):
+            density.fit(codes, seed=c.gmm_seed, reg_covar=1e-4 * float(codes.var(0).mean()))
+            self.target_fitted_at.fill_(updates)
+        n, d = codes.shape
+        if not density.is_fitted:  # too few codes yet: a diagonal Gaussian of them
+            var = codes.var(0, correction=0) + 1e-4 * codes.var(0, correction=0).mean() + 1e-12
+            return mixture_score(z, codes.mean(0, keepdim=True), torch.diag(var)[None])
+        _, chol = whitening(codes)
+        covs = density.covariances
+        if factor != 1:
+            covs = covs + (factor - 1.0) * n ** (-2.0 / (d + 4)) * (chol @ chol.T)
+        return mixture_score(z, density.means, covs, density.weights, c.target_balance_iters)
 
     def _mixture_scores(self, zs: Tensor, x: Tensor, sigma2: Tensor) -> Tensor:
         """∇ log p̂(z) for p̂(z) = (1/B) Σ_b exp(−E_b(z)/σ²) / C_b, E_b(z) = ‖x_b − D(z)‖²
