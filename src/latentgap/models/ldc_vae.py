@@ -306,16 +306,18 @@ def mixture_score(
     :func:`sinkhorn_responsibilities`)."""
     k = len(means)
     weights = torch.full((k,), 1.0 / k, device=means.device) if weights is None else weights
-    chol = torch.linalg.cholesky(covariances).expand(len(z), k, *covariances.shape[1:])
-    diff = (means[None] - z[:, None]).unsqueeze(-1)  # (M, K, D, 1)
-    white = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)  # (M, K, D)
-    half_log_det = torch.diagonal(chol[0], dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    chol = torch.linalg.cholesky(covariances)  # (K, D, D)
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
+    inv_chol = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)  # L_k⁻¹
+    diff = means[None] - z[:, None]  # (M, K, D)
+    white = torch.einsum("kij,mkj->mki", inv_chol, diff)  # L_k⁻¹(μ_k − z)
+    half_log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (K,)
     logits = weights.log() - 0.5 * white.square().sum(-1) - half_log_det  # (M, K)
     if balance_iters:
         r = sinkhorn_responsibilities(logits, balance_iters, weights)
     else:
         r = torch.softmax(logits, dim=-1)
-    precision_diff = torch.cholesky_solve(diff, chol).squeeze(-1)  # C_k⁻¹(μ_k − z): (M, K, D)
+    precision_diff = torch.einsum("kji,mkj->mki", inv_chol, white)  # C_k⁻¹(μ_k − z_m)
     return (r.unsqueeze(-1) * precision_diff).sum(1)  # (M, D)
 
 
