@@ -172,6 +172,16 @@ VARIANTS: dict[str, dict] = {
         "sampler_particles": 400,
         "sampler_leave_one_out": True,
     },
+    "gmm target, 10 components, M=1000, balanced": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 10 components, M=2000, balanced": {
+        "sampler_target": "gmm",
+        "sampler_particles": 2000,
+        "sampler_leave_one_out": True,
+    },
 }
 
 
