@@ -190,7 +190,13 @@ def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed
     ``base`` changed by ``options``; seconds."""
     # the first-round rows predate kde_metric and the 400-particle default: they ran with the
     # isotropic kernel and 100 particles, which a row's name says unless it sets them
-    defaults = {"sampler_leave_one_out": False, "kde_metric": "isotropic", "sampler_particles": 100}
+    # (and the 1,000-code memory of the third round's defaults)
+    defaults = {
+        "sampler_leave_one_out": False,
+        "kde_metric": "isotropic",
+        "sampler_particles": 100,
+        "kde_memory": 1000,
+    }
     model.config = dataclasses.replace(base, **{**defaults, **options})
     torch.manual_seed(seed)
     for m in model.sampler.modules():

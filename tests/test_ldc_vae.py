@@ -245,6 +245,7 @@ def test_balanced_gmm_target_covers_separated_modes_in_their_proportions(toy):
             sampler_target="gmm",
             target_components=3,
             target_balance_iters=balance,
+            kde_memory=1000,
         )
         model._remember(codes)
         opt = torch.optim.Adam(model.sampler.parameters(), lr=3e-3)
@@ -289,7 +290,9 @@ def test_steps_update_only_their_group(toy, options):
 
 
 def test_kde_memory_is_first_in_first_out_and_annealing_decays(toy):
-    model = small_model(toy.spec, kde_memory=5, sampler_anneal=3.0, sampler_anneal_iters=4)
+    model = small_model(
+        toy.spec, sampler_target="kde", kde_memory=5, sampler_anneal=3.0, sampler_anneal_iters=4
+    )
     model._remember(torch.arange(12.0).reshape(4, 3))
     model._remember(torch.arange(12.0, 24.0).reshape(4, 3))  # 8 codes into 5 slots
     assert int(model.memory_count) == 8
@@ -397,6 +400,7 @@ def test_kde_target_sampler_matches_the_codes_only_with_leave_one_out(toy, metri
             sampler_hidden=[64, 64],
             sampler_particles=100,
             sampler_leave_one_out=loo,
+            sampler_target="kde",
             kde_metric=metric,
         )
         model._remember(codes)
@@ -451,7 +455,9 @@ def test_whitened_sampler_step_moves_the_whitened_particles_along_svgd(toy):
     d = 4
     g = torch.Generator().manual_seed(5)
     codes = torch.randn(500, d, generator=g) * torch.tensor([0.3, 1.0, 3.0, 10.0])
-    model = small_model(toy.spec, latent_dim=d, sampler_particles=50, kde_metric="whitened")
+    model = small_model(
+        toy.spec, latent_dim=d, sampler_particles=50, sampler_target="kde", kde_metric="whitened"
+    )
     model._remember(codes)
     z = (torch.randn(50, d, generator=g) * 2).requires_grad_(True)
     model.sampler_latents = lambda n, generator=None: z
