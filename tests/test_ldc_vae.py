@@ -3,6 +3,7 @@ routing of Algorithm 1, and a short training run that saves, reloads and samples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -380,11 +381,37 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
     assert a.min() >= 0 and a.max() <= 1
     batch = toy.test.make_batch(torch.arange(4))
     assert fresh.reconstruct(batch).shape == (4, 1, 8, 8)
+    # the run pinned every option, defaults included: a later default change cannot alter it
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_options"]
+    assert saved == result.model.resolved_options()
+    assert set(saved) == {f.name for f in dataclasses.fields(ldc_vae.LDCVAEConfig)}
+    assert saved["sampler_target"] == "gmm" and saved["kde_memory"] == 5000
+
+
+def test_checkpoints_of_older_defaults_load(toy):
+    """A checkpoint of a kde-target model with a smaller code memory (the defaults before the gmm
+    target) loads into today's default model: the gmm target's buffers start unfitted, the memory
+    keeps the most recent codes oldest first, and the sampler net is the trained one; a larger
+    memory keeps only its most recent codes."""
+    old = small_model(toy.spec, sampler_target="kde", kde_memory=6)
+    old._remember(torch.arange(30.0).reshape(10, 3))  # 10 codes through 6 slots: 4 … 9 remain
+    new = small_model(toy.spec, kde_memory=8)
+    new.load_state_dict(old.state_dict())
+    assert not new.target_density.is_fitted and int(new.target_fitted_at) == -1
+    assert int(new.memory_count) == 6
+    torch.testing.assert_close(new.code_memory[:6], torch.arange(12.0, 30.0).reshape(6, 3))
+    assert new.code_memory[6:].abs().sum() == 0
+    eps = torch.randn(5, *new.sampler_shape)
+    torch.testing.assert_close(new.sampler(eps), old.sampler(eps))
+    small = small_model(toy.spec, kde_memory=4)
+    small.load_state_dict(old.state_dict())
+    assert int(small.memory_count) == 4
+    torch.testing.assert_close(small.code_memory, torch.arange(18.0, 30.0).reshape(4, 3))
 
 
 @pytest.mark.parametrize("metric", ["whitened", "isotropic"])
 def test_kde_target_sampler_matches_the_codes_only_with_leave_one_out(toy, metric):
-    """The default sampler step (KDE target of encoder codes, SVGD without its j = i term) trains
+    """The kde sampler step (KDE target of encoder codes, SVGD without its j = i term) trains
     a sampler net whose codes have the target's per-dimension std (within 20 %) in 8-D with 100
     particles after 1,200 updates (after 400 the whitened one is still at 0.68–0.93): √(s_d² + h²) for the isotropic kernel h²I, s_d·√(1 + h_w²) for the whitened one
     h_w²Σ; with the j = i self-attraction the net under-disperses (in every dimension, by more

@@ -14,6 +14,8 @@ optimisers, schedules, devices, logging, checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -87,6 +89,12 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = spec
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of the model, defaults included, as a JSON-ready dict: a new run saves
+        these in its config.json, so that a later change of a default does not change the model
+        its checkpoint is loaded into."""
+        return json.loads(json.dumps(dataclasses.asdict(self.config)))
 
     # --- training contract -------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

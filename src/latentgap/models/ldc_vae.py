@@ -410,6 +410,7 @@ class LDCVAE(GenerativeModel):
         if c.sampler_target == "gmm":  # the "gmm" target's mixture and the update it was fitted at
             self.target_density = GaussianMixture(c.target_components, c.latent_dim)
             self.register_buffer("target_fitted_at", torch.tensor(-1, dtype=torch.long))
+        self.register_load_state_dict_pre_hook(_adapt_older_state)
 
     @property
     def latent_dim(self) -> int:
@@ -747,6 +748,35 @@ class LDCVAE(GenerativeModel):
         """D(z) for one encoder draw z = E_θ(x, ε) per image (a posterior sample, not a mean:
         q(z|x) may be multimodal and its mean off the data manifold)."""
         return self.decode(self.encode(batch.x, 1)[:, 0]).clamp(0, 1)
+
+
+def _adapt_older_state(module: LDCVAE, state: dict[str, Tensor], prefix: str, *_: Any) -> None:
+    """Load checkpoints of runs whose config predates today's defaults (runs before
+    ``resolved_options`` was saved resolve to the current defaults): a checkpoint without the
+    "gmm" target's buffers gets an unfitted mixture (fitted at the next sampler step; the sampler
+    net itself is loaded as trained), and a code memory of another size keeps its most recent
+    codes in order."""
+    if hasattr(module, "target_density"):
+        for name, value in [
+            *module.target_density.state_dict(prefix="target_density.").items(),
+            ("target_fitted_at", module.target_fitted_at),
+        ]:
+            state.setdefault(prefix + name, value.clone())
+    key, count_key = prefix + "code_memory", prefix + "memory_count"
+    old = state.get(key)
+    size = module.code_memory.shape[0]
+    if old is None or old.ndim != 2 or old.shape[0] == size or count_key not in state:
+        return
+    count = int(state[count_key])
+    if count > len(old):  # a full ring: the oldest code sits at count mod size
+        start = count % len(old)
+        old = torch.cat([old[start:], old[:start]])
+    else:
+        old = old[:count]
+    kept = old[-size:]
+    memory = torch.zeros(size, old.shape[1], dtype=old.dtype)
+    memory[: len(kept)] = kept
+    state[key], state[count_key] = memory, torch.tensor(len(kept), dtype=torch.long)
 
 
 def particle_spread(z: Tensor) -> tuple[Tensor, Tensor]:

@@ -197,6 +197,8 @@ def train(
     check_training_set(splits, config, ctx)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.model_options, splits.spec)
+    if state is None:  # a new run pins today's defaults (see GenerativeModel.resolved_options)
+        config.model_options = model.resolved_options()
     if config.train.compile and model.compile_unsupported:
         raise ConfigError(
             f"--compile does not work with model {config.model!r}: "
