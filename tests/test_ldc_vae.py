@@ -16,7 +16,7 @@ from latentgap.errors import ConfigError
 from latentgap.models import build_model, ldc_vae  # importing ldc_vae registers it and presets
 from latentgap.presets import PRESETS
 from latentgap.train import checkpoint as ckpt
-from latentgap.train.run import train
+from latentgap.train.run import load_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -386,6 +386,12 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
     assert saved == result.model.resolved_options()
     assert set(saved) == {f.name for f in dataclasses.fields(ldc_vae.LDCVAEConfig)}
     assert saved["sampler_target"] == "gmm" and saved["kde_memory"] == 5000
+    # a run loaded with its data fits the encoder-gmm on demand where it is missing (a run
+    # interrupted before the end-of-training fit): here, forgotten on purpose
+    loaded, _, _ = load_run(tmp_path / "run")
+    loaded.reference_density.fitted.fill_(False)
+    assert loaded.sample(3, sampler="encoder-gmm").shape == (3, 1, 8, 8)
+    assert loaded.reference_density.is_fitted
 
 
 def test_checkpoints_of_older_defaults_load(toy):

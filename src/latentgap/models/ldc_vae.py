@@ -444,6 +444,9 @@ class LDCVAE(GenerativeModel):
     def prepare_training(self, train: ImageSet) -> None:
         self._train_set = train
 
+    def attach_training_set(self, train: ImageSet) -> None:
+        self._train_set = train
+
     def end_phase(self, phase: str, train: ImageSet) -> None:
         """Training is over: fit the encoder-gmm reference density to the training codes."""
         self.fit_reference_density(train)

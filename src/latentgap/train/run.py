@@ -287,6 +287,8 @@ def load_run(
     spec = splits.spec if splits is not None else spec_from_state(state, run_dir)
     model = build_model(config.model, config.model_options, spec)
     load_model_state(model, state["model"], run_dir / CHECKPOINT)
+    if splits is not None:
+        model.attach_training_set(splits.train)
     model.to(device).eval()
     return model, config, splits
 
