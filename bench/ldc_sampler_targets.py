@@ -32,6 +32,7 @@ from latentgap.data.base import epoch_seed
 from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
 from latentgap.metrics.precision_recall import precision_recall
 from latentgap.reproduce.harness import machine_info
+from latentgap.samplers.gmm import GaussianMixture
 from latentgap.train.run import load_run
 
 VARIANTS: dict[str, dict] = {
@@ -145,6 +146,42 @@ VARIANTS: dict[str, dict] = {
         "sampler_steps": 3,
         "sampler_leave_one_out": True,
     },
+    # issue 12, third round: a GMM of the encoder's codes as the target (sampler_target="gmm"),
+    # its responsibilities Sinkhorn-balanced to the mixture weights (target_balance_iters) or not
+    "gmm target, 10 components, M=400, unbalanced": {
+        "sampler_target": "gmm",
+        "target_balance_iters": 0,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 10 components, M=400, balanced": {
+        "sampler_target": "gmm",
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 30 components, memory 5000, M=400, balanced": {
+        "sampler_target": "gmm",
+        "target_components": 30,
+        "kde_memory": 5000,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 10 components, memory 5000, M=400, balanced": {
+        "sampler_target": "gmm",
+        "kde_memory": 5000,
+        "sampler_particles": 400,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 10 components, M=1000, balanced": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+    },
+    "gmm target, 10 components, M=2000, balanced": {
+        "sampler_target": "gmm",
+        "sampler_particles": 2000,
+        "sampler_leave_one_out": True,
+    },
 }
 
 
@@ -153,7 +190,13 @@ def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed
     ``base`` changed by ``options``; seconds."""
     # the first-round rows predate kde_metric and the 400-particle default: they ran with the
     # isotropic kernel and 100 particles, which a row's name says unless it sets them
-    defaults = {"sampler_leave_one_out": False, "kde_metric": "isotropic", "sampler_particles": 100}
+    # (and the 1,000-code memory of the third round's defaults)
+    defaults = {
+        "sampler_leave_one_out": False,
+        "kde_metric": "isotropic",
+        "sampler_particles": 100,
+        "kde_memory": 1000,
+    }
     model.config = dataclasses.replace(base, **{**defaults, **options})
     torch.manual_seed(seed)
     for m in model.sampler.modules():
@@ -161,6 +204,11 @@ def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed
             m.reset_parameters()
     model.sampler_updates.zero_()
     model.memory_count.zero_()
+    c = model.config  # buffers sized or created by the config: rebuilt for the variant
+    model.code_memory = torch.zeros(c.kde_memory, c.latent_dim)
+    if c.sampler_target == "gmm":
+        model.target_density = GaussianMixture(c.target_components, c.latent_dim)
+        model.register_buffer("target_fitted_at", torch.tensor(-1, dtype=torch.long))
     opt = torch.optim.Adam(model.sampler.parameters(), lr=lr)
     model.train()
     model.encoder.eval()

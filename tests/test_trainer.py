@@ -76,8 +76,12 @@ def test_run_directory_outputs_and_lr_schedule(tmp_path):
     result = train(tiny_config(2, lr_halve_every=1), out)
     for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png"):
         assert (out / name).exists(), name
-    saved = ExperimentConfig.load(out / "config.json")
-    assert saved.to_dict() == tiny_config(2, lr_halve_every=1).to_dict()
+    saved = ExperimentConfig.load(out / "config.json").to_dict()
+    given = tiny_config(2, lr_halve_every=1).to_dict()
+    # the model options are saved resolved (defaults included), the rest as given
+    assert saved.pop("model_options") == result.model.resolved_options()
+    assert given.pop("model_options").items() <= result.model.resolved_options().items()
+    assert saved == given
     records = read_metrics(out / "metrics.jsonl")
     epochs = [r for r in records if r.get("split") == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]

@@ -14,6 +14,8 @@ optimisers, schedules, devices, logging, checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -88,6 +90,12 @@ class GenerativeModel(nn.Module):
         self.config = config
         self.spec = spec
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of the model, defaults included, as a JSON-ready dict: a new run saves
+        these in its config.json, so that a later change of a default does not change the model
+        its checkpoint is loaded into."""
+        return json.loads(json.dumps(dataclasses.asdict(self.config)))
+
     # --- training contract -------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for p in self.parameters() if p.requires_grad]}
@@ -103,6 +111,10 @@ class GenerativeModel(nn.Module):
 
     def prepare_training(self, train: ImageSet) -> None:
         """Called once before the first epoch (e.g. to record the training-set size)."""
+
+    def attach_training_set(self, train: ImageSet) -> None:
+        """The training set of a loaded run, for densities fitted on demand (the RAE family's
+        and LDC-VAE's ex-post GMMs, when a run was interrupted before its end-of-training fit)."""
 
     def end_phase(self, phase: str, train: ImageSet) -> None:
         """Called when a phase ends (e.g. RAE-family models fit their ex-post GMM here)."""

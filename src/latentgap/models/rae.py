@@ -256,6 +256,9 @@ class RAE(DeterministicAutoencoder):
     def prepare_training(self, train: ImageSet) -> None:
         self._train_set = train
 
+    def attach_training_set(self, train: ImageSet) -> None:
+        self._train_set = train
+
     def end_phase(self, phase: str, train: ImageSet) -> None:
         """Training is over: fit the ex-post GMM to the codes of the whole training set."""
         self.fit_density(train)

@@ -197,6 +197,8 @@ def train(
     check_training_set(splits, config, ctx)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.model_options, splits.spec)
+    if state is None:  # a new run pins today's defaults (see GenerativeModel.resolved_options)
+        config.model_options = model.resolved_options()
     if config.train.compile and model.compile_unsupported:
         raise ConfigError(
             f"--compile does not work with model {config.model!r}: "
@@ -285,6 +287,8 @@ def load_run(
     spec = splits.spec if splits is not None else spec_from_state(state, run_dir)
     model = build_model(config.model, config.model_options, spec)
     load_model_state(model, state["model"], run_dir / CHECKPOINT)
+    if splits is not None:
+        model.attach_training_set(splits.train)
     model.to(device).eval()
     return model, config, splits
 
