@@ -45,6 +45,21 @@ def small_model(spec, **overrides):
     return build_model("ldc-vae", {**SMALL, **overrides}, spec)
 
 
+def fit_sampler(model, codes, toy, steps: int) -> torch.Tensor:
+    """Put ``codes`` in the model's memory, train its sampler alone for ``steps`` updates (Adam,
+    3e-3), and return 4,000 of its codes (seed 2)."""
+    model._remember(codes)
+    opt = torch.optim.Adam(model.sampler.parameters(), lr=3e-3)
+    x = toy.train.gray(torch.arange(4))
+    for _ in range(steps):
+        loss = model.sampler_loss(x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return model.sampler_latents(4000, torch.Generator().manual_seed(2))
+
+
 def test_implicit_encoder_noise_determines_the_code(toy):
     model = small_model(toy.spec).eval()
     x = toy.train.gray(torch.arange(6))  # (6, 1, 8, 8)
@@ -248,16 +263,7 @@ def test_balanced_gmm_target_covers_separated_modes_in_their_proportions(toy):
             target_balance_iters=balance,
             kde_memory=1000,
         )
-        model._remember(codes)
-        opt = torch.optim.Adam(model.sampler.parameters(), lr=3e-3)
-        x = toy.train.gray(torch.arange(4))
-        for _ in range(800):
-            loss = model.sampler_loss(x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            z = model.sampler_latents(4000, torch.Generator().manual_seed(2))
+        z = fit_sampler(model, codes, toy, 800)
         shares[balance] = torch.bincount(torch.cdist(z, means).argmin(1), minlength=3) / 4000
     assert shares[0].max() > 0.95, shares  # collapsed onto one mode
     assert (shares[20] - weights).abs().max() < 0.06, shares
@@ -436,16 +442,7 @@ def test_kde_target_sampler_matches_the_codes_only_with_leave_one_out(toy, metri
             sampler_target="kde",
             kde_metric=metric,
         )
-        model._remember(codes)
-        opt = torch.optim.Adam(model.sampler.parameters(), lr=3e-3)
-        x = toy.train.gray(torch.arange(4))
-        for _ in range(1200):
-            loss = model.sampler_loss(x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            z = model.sampler_latents(4000, torch.Generator().manual_seed(2))
+        z = fit_sampler(model, codes, toy, 1200)
         s_d = codes.std(0)
         if metric == "isotropic":
             target = (s_d**2 + ldc_vae.scott_bandwidth2(codes)).sqrt()

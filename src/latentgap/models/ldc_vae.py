@@ -648,13 +648,14 @@ class LDCVAE(GenerativeModel):
         if due and len(codes) >= max(2 * c.target_components, c.latent_dim + 1):
             density.fit(codes, seed=c.gmm_seed, reg_covar=1e-4 * float(codes.var(0).mean()))
             self.target_fitted_at.fill_(updates)
-        n, d = codes.shape
         if not density.is_fitted:  # too few codes yet: a diagonal Gaussian of them
-            var = codes.var(0, correction=0) + 1e-4 * codes.var(0, correction=0).mean() + 1e-12
+            var = codes.var(0, correction=0)
+            var = var + 1e-4 * var.mean() + 1e-12
             return mixture_score(z, codes.mean(0, keepdim=True), torch.diag(var)[None])
-        _, chol = whitening(codes)
         covs = density.covariances
         if factor != 1:
+            n, d = codes.shape
+            _, chol = whitening(codes)
             covs = covs + (factor - 1.0) * n ** (-2.0 / (d + 4)) * (chol @ chol.T)
         return mixture_score(z, density.means, covs, density.weights, c.target_balance_iters)
 
