@@ -63,8 +63,8 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
     weights 0.5 / 0.3 / 0.2). On the frozen autoencoder, memory 5,000 and M = 1000 particles
     each helped (MMD² 0.032 → 0.024 and 0.020; recall 0.43 → 0.56 and 0.64 at precision
     ≥ 0.90; the kde target: MMD² 0.030 at precision 0.34): both are the defaults. The sampler
-    can at best match the mixture, the same density family as the ``encoder-gmm`` reference
-    sampler, now learnt jointly and drawn through a net.
+    is trained towards the mixture itself, the density family of the ``encoder-gmm``
+    reference sampler, now learnt jointly and drawn through a net.
   - ``"kde"``: a Gaussian kernel density of the same code memory, bandwidth ``kde_bandwidth`` ×
     Scott's rule n^(−1/(D+4))·s (s the codes' root-mean variance per dimension). Its score is
     closed-form: Σ_i softmax_i(−‖z − c_i‖²/2h²) (c_i − z)/h². With
