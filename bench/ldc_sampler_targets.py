@@ -31,6 +31,7 @@ import torch
 from latentgap.data.base import epoch_seed
 from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
 from latentgap.metrics.precision_recall import precision_recall
+from latentgap.nets import build_encoder
 from latentgap.reproduce.harness import machine_info
 from latentgap.samplers.gmm import GaussianMixture
 from latentgap.train.run import load_run
@@ -182,12 +183,29 @@ VARIANTS: dict[str, dict] = {
         "sampler_particles": 2000,
         "sampler_leave_one_out": True,
     },
+    # session 6: is the under-dispersion (std ratio 0.87) a matter of convergence (more updates
+    # per batch), of the sampler net's input (784-pixel noise images vs a 64-d noise vector)?
+    "gmm target, M=1000, 3 sampler steps per batch": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+        "sampler_steps": 3,
+    },
+    "gmm target, M=1000, mlp sampler on 64-d noise": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+        "sampler_net": "mlp",
+    },
 }
 
 
-def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed: int) -> float:
+def train_sampler(
+    model, base, train, options: dict, steps: int, lr: float, seed: int, probe=None, every=0
+) -> float:
     """Re-initialise the sampler and train it for ``steps`` batches with the run's config
-    ``base`` changed by ``options``; seconds."""
+    ``base`` changed by ``options``; seconds (of training: ``probe(done)`` is called every
+    ``every`` batches, outside the clock, to record the trajectory)."""
     # the first-round rows predate kde_metric and the 400-particle default: they ran with the
     # isotropic kernel and 100 particles, which a row's name says unless it sets them
     # (and the 1,000-code memory of the third round's defaults)
@@ -199,12 +217,21 @@ def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed
     }
     model.config = dataclasses.replace(base, **{**defaults, **options})
     torch.manual_seed(seed)
+    c = model.config
+    if c.sampler_net == "mlp":  # the sampler architecture of the variant, built afresh
+        model.sampler_shape = (1, 1, c.sampler_noise_dim)
+        model.sampler = build_encoder(
+            "mlp", model.sampler_shape, c.latent_dim, hidden=c.sampler_hidden
+        )
+    else:
+        model.sampler_shape = tuple(model.spec.shape)
+        model.sampler = build_encoder(c.arch, model.sampler_shape, c.latent_dim, **c.arch_options)
     for m in model.sampler.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     model.sampler_updates.zero_()
     model.memory_count.zero_()
-    c = model.config  # buffers sized or created by the config: rebuilt for the variant
+    # buffers sized or created by the config: rebuilt for the variant
     model.code_memory = torch.zeros(c.kde_memory, c.latent_dim)
     if c.sampler_target == "gmm":
         model.target_density = GaussianMixture(c.target_components, c.latent_dim)
@@ -225,6 +252,13 @@ def train_sampler(model, base, train, options: dict, steps: int, lr: float, seed
                 out.loss.backward()
                 opt.step()
             done += 1
+            if probe is not None and every and done % every == 0 and done < steps:
+                t_probe = time.perf_counter()
+                model.eval()
+                probe(done)
+                model.train()
+                model.encoder.eval()
+                t0 += time.perf_counter() - t_probe
             if done >= steps:
                 break
         epoch += 1
@@ -297,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", help="variant names to run (default: all)")
     p.add_argument("--out", type=Path)
     p.add_argument(
+        "--eval-every", type=int, default=0, help="also record the distances every N batches"
+    )
+    p.add_argument(
         "--kde-samples", action="store_true", help="also score samples of the KDE targets"
     )
     args = p.parse_args(argv)
@@ -323,10 +360,26 @@ def main(argv: list[str] | None = None) -> int:
     for name, options in VARIANTS.items():
         if args.only and name not in args.only:
             continue
+        trajectory: dict[int, dict[str, float]] = {}
+
+        def probe(done: int, name: str = name, trajectory: dict = trajectory) -> None:
+            trajectory[done] = distance(model, splits.test, "sampler-net", args.n, args.seed)
+            print(json.dumps({name: {done: trajectory[done]}}), flush=True)
+
         seconds = train_sampler(
-            model, base, splits.train, options, args.steps, config.train.lr, args.seed
+            model,
+            base,
+            splits.train,
+            options,
+            args.steps,
+            config.train.lr,
+            args.seed,
+            probe,
+            args.eval_every,
         )
         row = {"options": options, "seconds": seconds}
+        if trajectory:
+            row["trajectory"] = trajectory
         row.update(distance(model, splits.test, "sampler-net", args.n, args.seed))
         results["variants"][name] = row
         print(json.dumps({name: row}), flush=True)
