@@ -191,6 +191,20 @@ VARIANTS: dict[str, dict] = {
         "sampler_leave_one_out": True,
         "sampler_steps": 3,
     },
+    # the gmm rows above ran SVGD on the raw codes (this bench's isotropic default); the joint
+    # runs of session 5 on whitened codes (the model's default then)
+    "gmm target, M=1000, whitened SVGD coordinates": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+        "target_metric": "whitened",
+    },
+    "gmm target, M=1000, sampler lr x3": {
+        "sampler_target": "gmm",
+        "sampler_particles": 1000,
+        "sampler_leave_one_out": True,
+        "sampler_lr_scale": 3.0,
+    },
     "gmm target, M=1000, mlp sampler on 64-d noise": {
         "sampler_target": "gmm",
         "sampler_particles": 1000,
@@ -236,7 +250,7 @@ def train_sampler(
     if c.sampler_target == "gmm":
         model.target_density = GaussianMixture(c.target_components, c.latent_dim)
         model.register_buffer("target_fitted_at", torch.tensor(-1, dtype=torch.long))
-    opt = torch.optim.Adam(model.sampler.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.sampler.parameters(), lr=lr * c.sampler_lr_scale)
     model.train()
     model.encoder.eval()
     t0 = time.perf_counter()

@@ -175,6 +175,7 @@ class LDCVAEConfig:
     kde_memory: int = 5000  # encoder codes (one per image) of the "gmm" and "kde" targets
     kde_bandwidth: float = 1.0  # × Scott's rule
     kde_metric: Literal["whitened", "isotropic"] = "whitened"  # kernel shape of the "kde" target
+    target_metric: Literal["whitened", "isotropic"] = "isotropic"  # SVGD coords, "gmm" target
     target_components: int = 10  # components of the "gmm" target
     target_refit: int = 100  # sampler updates between refits of the "gmm" target
     target_balance_iters: int = 20  # Sinkhorn steps balancing the "gmm" target (0: plain score)
@@ -218,6 +219,8 @@ class LDCVAEConfig:
             "sampler_net": ("encoder", "mlp"),
             "sampler_target": ("kde", "gmm", "mixture", "paired"),
             "mixture_normalizer": ("encoder", "sinkhorn", "none"),
+            "kde_metric": ("whitened", "isotropic"),
+            "target_metric": ("whitened", "isotropic"),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -583,7 +586,8 @@ class LDCVAE(GenerativeModel):
                     codes = self.encode(x, 1)[:, 0]
             z = self.sampler_latents(c.sampler_particles)  # (M, D)
             lift = None  # maps the direction on the SVGD coordinates back to z (row-wise)
-            if c.kde_metric == "whitened":
+            metric = c.kde_metric if c.sampler_target == "kde" else c.target_metric
+            if metric == "whitened":
                 # SVGD on u = L⁻¹(z − μ); the direction φ_u moves z by L φ_u, so that u moves by
                 # φ_u (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which
                 # crawls along the codes' long axes)
