@@ -334,6 +334,8 @@ def test_config_errors(toy):
         {"sampler_target": "encoder"},
         {"target_balance_iters": -1},
         {"target_components": 0},
+        {"target_metric": "mahalanobis"},
+        {"kde_metric": "whiten"},
         {"prior_weight": -1.0},
         {"nope": 1},
     ):
@@ -500,3 +502,42 @@ def test_whitened_sampler_step_moves_the_whitened_particles_along_svgd(toy):
     scale = (step_u * phi_u).sum() / phi_u.pow(2).sum()
     assert scale > 0
     torch.testing.assert_close(step_u, scale * phi_u, rtol=1e-4, atol=1e-6 * float(scale))
+
+
+@pytest.mark.parametrize("metric", ["isotropic", "whitened"])
+def test_gmm_target_sampler_step_follows_svgd_in_its_coordinates(toy, metric):
+    """``target_metric`` sets where the "gmm" target's SVGD runs: a gradient step on the sampler
+    loss moves z along φ of the raw codes (isotropic) or u = L⁻¹(z − μ) along φ_u (whitened),
+    φ computed here independently from the fitted mixture's closed-form balanced score."""
+    d = 4
+    g = torch.Generator().manual_seed(6)
+    codes = torch.randn(400, d, generator=g) * torch.tensor([0.3, 1.0, 3.0, 10.0])
+    model = small_model(
+        toy.spec,
+        latent_dim=d,
+        sampler_particles=60,
+        sampler_target="gmm",
+        target_components=2,
+        target_metric=metric,
+        kde_memory=400,
+    )
+    model._remember(codes)
+    z = (torch.randn(60, d, generator=g) * 2).requires_grad_(True)
+    model.sampler_latents = lambda n, generator=None: z
+    model.sampler_loss(toy.train.gray(torch.arange(4))).loss.backward()
+    density = model.target_density
+    assert density.is_fitted
+    score = ldc_vae.mixture_score(
+        z.detach(), density.means, density.covariances, density.weights, 20
+    )
+    step = -z.grad
+    if metric == "whitened":
+        mean, chol = ldc_vae.whitening(codes)
+        u = ldc_vae.whiten(z.detach(), mean, chol)
+        phi = ldc_vae.svgd_direction(u[None], (score @ chol)[None], model.kernel, True)[0]
+        step = torch.linalg.solve_triangular(chol, step.T, upper=False).T  # L⁻¹ δz
+    else:
+        phi = ldc_vae.svgd_direction(z.detach()[None], score[None], model.kernel, True)[0]
+    scale = (step * phi).sum() / phi.pow(2).sum()
+    assert scale > 0
+    torch.testing.assert_close(step, scale * phi, rtol=1e-4, atol=1e-6 * float(scale))
