@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,16 @@ def test_rae_sn_decoder_weights_have_unit_spectral_norm(splits):
         dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
         matrix = w.transpose(0, dim).reshape(w.shape[dim], -1)
         assert torch.linalg.matrix_norm(matrix, ord=2).item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_rae_sn_warns_when_no_normalisation_layer_rescales_the_decoder():
+    """Spectral norm on a decoder without normalisation layers makes it 1-Lipschitz (the MLP
+    RAE-SN decoded the mean image); the RAE conv nets' batch norms keep it trainable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build("rae-sn")  # arch "rae": batch norm after every layer, no warning
+    with pytest.warns(UserWarning, match="no normalisation layer"):
+        build("rae-sn", arch="mlp", arch_options={"hidden": [16]})
 
 
 def test_rae_gmm_sampling_needs_a_fit_or_a_training_set(splits):

@@ -81,7 +81,13 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
     whose own samples reach 81 %) made the SVGD-trained sampler collapse onto a few modes instead
     (recall ≈ 0). With 400 particles (4 × the batch) it gave MMD² 0.030 and recall 0.985 on
     that frozen autoencoder, against 0.052 and 0.966 with 100 (1,000 codes in memory).
-    ``kde_metric`` also sets the SVGD coordinates of the "gmm" target (whitened by default).
+    ``target_metric`` sets the SVGD coordinates of the "gmm" target: ``"isotropic"`` (default)
+    runs it on the raw codes, ``"whitened"`` on u as the kde target does. Whitening helped the
+    blurred KDE but hurts the sharp mixture: on the frozen autoencoder its sampler had recall
+    0.00 after 1,500 batches (raw codes: 0.41–0.49), and against a fixed GMM with no
+    autoencoder in the loop it stayed further from the mixture at every step
+    (bench/ldc_sampler_svgd_gmm.py; docs/results.md, fourth round). Runs of session 5 trained
+    the gmm target on whitened codes (``kde_metric`` set both then).
   - ``"mixture"``: the batch estimate p̂(z) = (1/B) Σ_b p(z|x_b) over one set of
     ``sampler_particles`` particles, score ∇ logsumexp_b(−‖x_b − D(z)‖²/σ² − log C_b). Section
     5.1 calls the normaliser C trivial, which holds for one posterior but not in a mixture: with

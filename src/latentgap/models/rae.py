@@ -16,6 +16,11 @@ published weights belong to the code's normalisation), and a decoder regulariser
 - ``rae-gp``: a gradient penalty on the decoder output w.r.t. z (β_z = 1e-4, λ = 0.5e-7),
   see :func:`decoder_gradient_penalty`;
 - ``rae-sn``: spectral normalisation of every decoder weight, no loss term (β_z = 0.009).
+  The RAE conv nets keep a batch norm after every normalised layer, which rescales its output.
+  A decoder without normalisation layers (the ``mlp`` arch) becomes ¼-Lipschitz (sigmoid
+  output): images ‖x − x′‖ ≈ 10 apart need codes ≈ 40 apart, which the code penalty forbids,
+  and the MLP RAE-SN of the LDC-VAE table at cpu-long decoded the mean image for every code
+  (reconstruction FID 349; docs/results.md). Such a decoder draws a warning.
 
 New images come from ex-post density estimation: after training, a 10-component
 full-covariance Gaussian mixture is fitted to the training codes
@@ -27,11 +32,12 @@ draws are decoded. The mixture is part of the model's state, so checkpoints carr
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from latentgap.data.base import Batch, DataSpec, ImageSet
 from latentgap.errors import ConfigError
@@ -42,6 +48,7 @@ from latentgap.presets import PRESETS, Preset
 from latentgap.samplers.gmm import GaussianMixture
 
 GradientPenaltyForm = Literal["reference", "jacobian"]
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
 
 def pixel_squared_error(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -226,6 +233,14 @@ class RAE(DeterministicAutoencoder):
         super().__init__(config, spec)
         if self.regularizer == "sn":
             spectral_normalize(self.decoder)
+            if not any(isinstance(m, _NORMS) for m in self.decoder.modules()):
+                warnings.warn(
+                    "rae-sn: the decoder has no normalisation layer, so spectral normalisation "
+                    "bounds its Lipschitz constant by 1 and it cannot separate images at the "
+                    "code scale the penalty allows (it decodes the mean image); use a net with "
+                    "batch norm, such as arch 'rae'",
+                    stacklevel=2,
+                )
         self.density = GaussianMixture(config.gmm_components, config.latent_dim)
         self._train_set: ImageSet | None = None  # for on-demand refits; not saved
         self._density_stale = False
