@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the sampler")
     p.add_argument("--metric", choices=("isotropic", "whitened"), default="isotropic")
     p.add_argument("--kernel", default="rbf-paper")
+    p.add_argument("--kernel-options", type=json.loads, default={}, help='JSON, e.g. {"scale": 4}')
     p.add_argument("--balance", type=int, default=20, help="Sinkhorn steps (0: plain score)")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--categories", type=int, default=0)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return eps
 
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    kernel = build_kernel(args.kernel)
+    kernel = build_kernel(args.kernel, **args.kernel_options)
     results = {
         "command": shlex.join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "run": str(args.run_dir),

@@ -21,6 +21,7 @@ from latentgap.stein import (
     svgd_step,
     svgd_surrogate_loss,
 )
+from latentgap.stein.kernels import pairwise_sq_dists
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -196,3 +197,18 @@ def test_self_term_under_disperses_amortised_svgd():
     with torch.no_grad():
         samples = net(torch.randn(4000, 2)).double()
     assert (torch.cov(samples.T).diagonal() < COV.diagonal() - 0.1).all()
+
+
+@pytest.mark.parametrize("rule", ["paper", "liu"])
+def test_rbf_scale_multiplies_the_median_rule(rule):
+    """``scale`` multiplies the median heuristic's τ in exp(−d²/τ) and nothing else."""
+    z = torch.randn(1, 40, 3, generator=torch.Generator().manual_seed(3))
+    d2 = pairwise_sq_dists(z)
+    base, wide = RBFKernel(rule), RBFKernel(rule, scale=4.0)
+    torch.testing.assert_close(wide.scale(d2), 4.0 * base.scale(d2))
+    k, _ = wide.kernel_and_repulsion(z)
+    torch.testing.assert_close(k, torch.exp(-d2 / (4.0 * base.scale(d2))[:, None, None]))
+    fixed = RBFKernel(rule, bandwidth=0.5, scale=4.0)  # a fixed bandwidth is taken as given
+    torch.testing.assert_close(fixed.scale(d2), RBFKernel(rule, bandwidth=0.5).scale(d2))
+    with pytest.raises(ConfigError, match="scale"):
+        RBFKernel(rule, scale=0.0)

@@ -121,8 +121,9 @@ class RBFKernel(RadialKernel):
 
     ``rule="paper"``: τ = h with h = med² / log n (LDC-VAE, Section 5.1); a fixed ``bandwidth``
     is that h. ``rule="liu"``: τ = 2h² with h = sqrt(0.5 · median(d²) / log(n + 1)) (Liu & Wang's
-    SVGD code); a fixed ``bandwidth`` is that h. ``min_scale`` floors τ so that a set of identical
-    particles (median 0) gives K = 1 rather than a division by zero.
+    SVGD code); a fixed ``bandwidth`` is that h. ``scale`` multiplies the median rule's τ (1: the
+    rule itself). ``min_scale`` floors τ so that a set of identical particles (median 0) gives
+    K = 1 rather than a division by zero.
     """
 
     def __init__(
@@ -130,14 +131,18 @@ class RBFKernel(RadialKernel):
         rule: Literal["paper", "liu"] = "paper",
         bandwidth: float | None = None,
         min_scale: float = 1e-12,
+        scale: float = 1.0,
     ) -> None:
         if rule not in ("paper", "liu"):
             raise ConfigError(f"RBF bandwidth rule must be 'paper' or 'liu', got {rule!r}")
         if bandwidth is not None and not bandwidth > 0:
             raise ConfigError(f"RBF bandwidth must be positive, got {bandwidth}")
+        if not scale > 0:
+            raise ConfigError(f"RBF scale must be positive, got {scale}")
         self.rule = rule
         self.bandwidth = bandwidth
         self.min_scale = min_scale
+        self.factor = float(scale)
         self.name = f"rbf-{rule}"
 
     def scale(self, sq_dists: Tensor) -> Tensor:
@@ -156,6 +161,8 @@ class RBFKernel(RadialKernel):
                 raise ValueError("the median bandwidth needs at least 2 particles")
             med2 = median_of_pairs(sq_dists.detach(), squared=True)  # (B,)
             tau = med2 / math.log(n + 1)  # 2h² with h² = 0.5·med(d²)/log(n + 1)
+        if self.bandwidth is None:
+            tau = tau * self.factor
         return tau.detach().clamp_min(self.min_scale)
 
     def h(self, z: Tensor) -> Tensor:
