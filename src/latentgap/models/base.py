@@ -110,11 +110,14 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     def prepare_training(self, train: ImageSet) -> None:
-        """Called once before the first epoch (e.g. to record the training-set size)."""
+        """Called once before the first epoch (e.g. to record the training-set size); by
+        default it attaches the training set (:meth:`attach_training_set`)."""
+        self.attach_training_set(train)
 
     def attach_training_set(self, train: ImageSet) -> None:
-        """The training set of a loaded run, for densities fitted on demand (the RAE family's
-        and LDC-VAE's ex-post GMMs, when a run was interrupted before its end-of-training fit)."""
+        """The training set of a run being trained or loaded, for densities fitted on demand
+        (the RAE family's and LDC-VAE's ex-post GMMs, when a run was interrupted before its
+        end-of-training fit)."""
 
     def end_phase(self, phase: str, train: ImageSet) -> None:
         """Called when a phase ends (e.g. RAE-family models fit their ex-post GMM here)."""

@@ -268,9 +268,6 @@ class RAE(DeterministicAutoencoder):
             terms[name] = value
         return ModelOutput(loss, terms)
 
-    def prepare_training(self, train: ImageSet) -> None:
-        self._train_set = train
-
     def attach_training_set(self, train: ImageSet) -> None:
         self._train_set = train
 
