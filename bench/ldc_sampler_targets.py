@@ -31,7 +31,7 @@ import torch
 from latentgap.data.base import epoch_seed
 from latentgap.metrics.consistency import classifier_accuracy, collect_codes, mmd_test
 from latentgap.metrics.precision_recall import precision_recall
-from latentgap.nets import build_encoder
+from latentgap.models.ldc_vae import build_sampler_net
 from latentgap.reproduce.harness import machine_info
 from latentgap.samplers.gmm import GaussianMixture
 from latentgap.train.run import load_run
@@ -232,14 +232,7 @@ def train_sampler(
     model.config = dataclasses.replace(base, **{**defaults, **options})
     torch.manual_seed(seed)
     c = model.config
-    if c.sampler_net == "mlp":  # the sampler architecture of the variant, built afresh
-        model.sampler_shape = (1, 1, c.sampler_noise_dim)
-        model.sampler = build_encoder(
-            "mlp", model.sampler_shape, c.latent_dim, hidden=c.sampler_hidden
-        )
-    else:
-        model.sampler_shape = tuple(model.spec.shape)
-        model.sampler = build_encoder(c.arch, model.sampler_shape, c.latent_dim, **c.arch_options)
+    model.sampler_shape, model.sampler = build_sampler_net(c, model.spec)  # the variant's net
     for m in model.sampler.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()

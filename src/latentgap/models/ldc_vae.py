@@ -279,6 +279,18 @@ class ImplicitEncoder(nn.Module):
         return self.head(hx.unsqueeze(1) + hn)  # (B, n, D)
 
 
+def build_sampler_net(config: LDCVAEConfig, spec: DataSpec) -> tuple[tuple[int, ...], nn.Module]:
+    """The sampler S_ω of ``config.sampler_net`` and the shape of its noise input: ``"encoder"``,
+    the arch's encoder on image-shaped noise (Section 5.1); ``"mlp"``, an MLP on a noise vector
+    viewed as a (1, 1, N) "image"."""
+    c = config
+    if c.sampler_net == "encoder":
+        shape = tuple(spec.shape)
+        return shape, build_encoder(c.arch, shape, c.latent_dim, **c.arch_options)
+    shape = (1, 1, c.sampler_noise_dim)
+    return shape, build_encoder("mlp", shape, c.latent_dim, hidden=c.sampler_hidden)
+
+
 def sinkhorn_responsibilities(
     log_terms: Tensor, iters: int, column_mass: Tensor | None = None
 ) -> Tensor:
@@ -398,14 +410,7 @@ class LDCVAE(GenerativeModel):
         self.decoder = build_decoder(
             c.arch, c.latent_dim, spec.shape, 1, **c.arch_options, output_activation=self.output
         )
-        if c.sampler_net == "encoder":  # the RAE encoder on image-shaped noise (Section 5.1)
-            self.sampler_shape: tuple[int, ...] = tuple(spec.shape)
-            self.sampler = build_encoder(c.arch, spec.shape, c.latent_dim, **c.arch_options)
-        else:  # an MLP on a noise vector, viewed as a (1, 1, N) "image"
-            self.sampler_shape = (1, 1, c.sampler_noise_dim)
-            self.sampler = build_encoder(
-                "mlp", self.sampler_shape, c.latent_dim, hidden=c.sampler_hidden
-            )
+        self.sampler_shape, self.sampler = build_sampler_net(c, spec)
         self.kernel = build_kernel(c.kernel, **c.kernel_options)
         self.reference_density = GaussianMixture(c.gmm_components, c.latent_dim)
         self._train_set: ImageSet | None = None  # for on-demand GMM refits; not saved
@@ -449,9 +454,6 @@ class LDCVAE(GenerativeModel):
         if step == "sampler":
             return self.sampler_loss(batch.x)
         raise ValueError(f"unknown LDC-VAE step {step!r}; steps: {', '.join(STEPS)}")
-
-    def prepare_training(self, train: ImageSet) -> None:
-        self._train_set = train
 
     def attach_training_set(self, train: ImageSet) -> None:
         self._train_set = train
