@@ -25,9 +25,9 @@ from latentgap.config import ExperimentConfig, dataclass_from_dict
 from latentgap.data import get_dataset
 from latentgap.data.base import Batch, DataSpec, ImageSet, Splits
 from latentgap.errors import ConfigError
+from latentgap.mmd import IMQKernel, RBFKernel, mmd_squared
 from latentgap.models.base import MODELS, build_model
 from latentgap.models.rae import decoder_gradient_penalty
-from latentgap.models.wae import IMQKernel, RBFKernel, mmd_squared
 from latentgap.presets import PRESETS
 from latentgap.samplers.gmm import GaussianMixture
 from latentgap.train.checkpoint import load_checkpoint
