@@ -276,6 +276,8 @@ def test_balanced_gmm_target_covers_separated_modes_in_their_proportions(toy):
     [
         {},
         {"sampler_target": "gmm"},
+        {"sampler_target": "gmm", "sampler_objective": "svgd+mmd"},
+        {"sampler_target": "kde", "sampler_objective": "mmd"},
         {"sampler_target": "paired"},
         {"sampler_target": "mixture", "mixture_normalizer": "sinkhorn"},
         {"sampler_target": "mixture", "sampler_anneal": 4.0, "sampler_anneal_iters": 10},
@@ -337,6 +339,12 @@ def test_config_errors(toy):
         {"target_metric": "mahalanobis"},
         {"kde_metric": "whiten"},
         {"prior_weight": -1.0},
+        {"sampler_objective": "adversarial"},
+        {"sampler_objective": "mmd", "sampler_target": "mixture"},
+        {"sampler_objective": "svgd+mmd", "sampler_target": "paired"},
+        {"sampler_objective": "mmd", "prior_weight": 1.0},
+        {"sampler_mmd_kernel": "gauss"},
+        {"sampler_mmd_weight": 0.0},
         {"nope": 1},
     ):
         with pytest.raises(ConfigError):
@@ -541,3 +549,88 @@ def test_gmm_target_sampler_step_follows_svgd_in_its_coordinates(toy, metric):
     scale = (step * phi).sum() / phi.pow(2).sum()
     assert scale > 0
     torch.testing.assert_close(step, scale * phi, rtol=1e-4, atol=1e-6 * float(scale))
+
+
+@pytest.mark.parametrize(
+    ("target", "metric"), [("gmm", "isotropic"), ("kde", "isotropic"), ("kde", "whitened")]
+)
+def test_target_draws_have_the_target_densitys_moments(toy, target, metric):
+    """The MMD objective's draws come from the target density itself: the fitted mixture (its
+    mean and covariance), or the KDE (mean of the codes; covariance of the codes plus the
+    kernel's, h²·I isotropic or h²·Σ whitened, h² Scott's factor of the coordinates), here with
+    annealing factor 2 (the kernel's h² doubles; the mixture's components gain (f − 1)·h²Σ).
+    Tolerance: 6 standard errors of a covariance entry of 40,000 draws."""
+    d, n = 3, 40_000
+    g = torch.Generator().manual_seed(8)
+    codes = torch.randn(500, d, generator=g) @ torch.tensor(
+        [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.0, 4.0]]
+    )
+    model = small_model(
+        toy.spec,
+        latent_dim=d,
+        sampler_target=target,
+        kde_metric=metric,
+        target_components=2,
+        kde_memory=500,
+    )
+    model._remember(codes)
+    torch.manual_seed(9)
+    draws = model._target_draws(codes, n, 2.0)  # (n, D)
+    cov_codes = torch.cov(codes.T, correction=0)
+    scott = 500 ** (-2.0 / (d + 4))  # h² of unit-variance coordinates
+    if target == "gmm":
+        density = model.target_density
+        blur = scott * torch.cov(codes.T)  # (f − 1) h² Σ with Σ the codes' covariance (n − 1)
+        mean, cov = density.mean, density.covariance + blur
+    elif metric == "whitened":
+        mean, cov = codes.mean(0), cov_codes + 2.0 * scott * torch.cov(codes.T)
+    else:
+        h2 = ldc_vae.scott_bandwidth2(codes)
+        mean, cov = codes.mean(0), cov_codes + 2.0 * h2 * torch.eye(d)
+    se = (cov.diagonal()[:, None] * cov.diagonal()[None] / n).sqrt()
+    assert (draws.mean(0) - mean).abs().max() < 6 * (cov.diagonal() / n).sqrt().max()
+    assert ((torch.cov(draws.T) - cov).abs() / se).max() < 6 * math.sqrt(2)
+
+
+def test_mmd_objective_gradients_add_to_the_svgd_surrogate(toy):
+    """``sampler_objective``: "mmd" is the gradient of the unbiased MMD² (the model's IMQ kernel
+    at base 2·D·s²) between the sampler's particles and as many target draws; "svgd+mmd" is
+    the SVGD surrogate's gradient plus ``sampler_mmd_weight`` times it (same particles and
+    draws under one seed)."""
+    from latentgap.mmd import IMQKernel, mmd_squared
+
+    d = 4
+    g = torch.Generator().manual_seed(6)
+    codes = torch.randn(400, d, generator=g) * torch.tensor([0.3, 1.0, 3.0, 10.0])
+    z0 = torch.randn(60, d, generator=g) * 2
+    x = toy.train.gray(torch.arange(4))
+    grads = {}
+    for objective in ("svgd", "mmd", "svgd+mmd"):
+        model = small_model(
+            toy.spec,
+            latent_dim=d,
+            sampler_particles=60,
+            sampler_target="gmm",
+            target_components=2,
+            kde_memory=400,
+            sampler_objective=objective,
+            sampler_mmd_weight=2.5,
+        )
+        model._remember(codes)
+        z = z0.clone().requires_grad_(True)
+        model.sampler_latents = lambda n, generator=None, z=z: z
+        torch.manual_seed(3)
+        out = model.sampler_loss(x)
+        out.loss.backward()
+        grads[objective] = z.grad
+        if objective == "mmd":
+            assert "sampler_phi_norm" not in out.terms
+            torch.manual_seed(3)
+            draws = model._target_draws(codes, 60, 1.0)
+            kernel = IMQKernel(2.0 * d * float(codes.var(0).mean()))
+            zz = z0.clone().requires_grad_(True)
+            mmd2 = mmd_squared(zz, draws, kernel)
+            (expected,) = torch.autograd.grad(mmd2, zz)
+            torch.testing.assert_close(out.terms["sampler_mmd2"], mmd2.detach())
+            torch.testing.assert_close(z.grad, expected)
+    torch.testing.assert_close(grads["svgd+mmd"], grads["svgd"] + 2.5 * grads["mmd"])

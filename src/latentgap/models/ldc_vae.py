@@ -133,6 +133,8 @@ from torch import Tensor, nn
 
 from latentgap.data.base import Batch, DataSpec, ImageSet
 from latentgap.errors import ConfigError
+from latentgap.mmd import KERNELS as MMD_KERNELS
+from latentgap.mmd import mmd_squared
 from latentgap.models.base import MODELS, GenerativeModel, GroupOptions, ModelOutput, Phase, Step
 from latentgap.nets import build_decoder, build_encoder
 from latentgap.presets import PRESETS, Preset
@@ -176,6 +178,9 @@ class LDCVAEConfig:
     sampler_target: Literal["kde", "gmm", "mixture", "paired"] = "gmm"
     sampler_particles: int = 1000  # particles of the "gmm", "kde" and "mixture" targets
     sampler_steps: int = 1  # sampler updates per encoder update (on the same batch)
+    sampler_objective: Literal["svgd", "mmd", "svgd+mmd"] = "svgd"  # "gmm" and "kde" targets
+    sampler_mmd_weight: float = 1.0  # weight of MMD² in "svgd+mmd"
+    sampler_mmd_kernel: Literal["imq", "rbf"] = "imq"
     sampler_anneal: float = 1.0  # target temperature factor at the start (1: no annealing)
     sampler_anneal_iters: int = 0  # sampler updates over which it falls to 1
     kde_memory: int = 5000  # encoder codes (one per image) of the "gmm" and "kde" targets
@@ -227,6 +232,8 @@ class LDCVAEConfig:
             "mixture_normalizer": ("encoder", "sinkhorn", "none"),
             "kde_metric": ("whitened", "isotropic"),
             "target_metric": ("whitened", "isotropic"),
+            "sampler_objective": ("svgd", "mmd", "svgd+mmd"),
+            "sampler_mmd_kernel": tuple(MMD_KERNELS),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -246,7 +253,22 @@ class LDCVAEConfig:
             raise ConfigError(f"prior_weight must be ≥ 0, got {self.prior_weight}")
         if not self.sampler_anneal >= 1:
             raise ConfigError(f"sampler_anneal must be ≥ 1, got {self.sampler_anneal}")
-        for name in ("autoencoder_lr_scale", "sampler_lr_scale", "kde_bandwidth"):
+        if self.sampler_objective != "svgd" and self.sampler_target not in ("gmm", "kde"):
+            raise ConfigError(
+                f"sampler_objective {self.sampler_objective!r} needs draws of the target, which "
+                f"the {self.sampler_target!r} target has not; use sampler_target 'gmm' or 'kde'"
+            )
+        if self.sampler_objective != "svgd" and self.prior_weight:
+            raise ConfigError(
+                "prior_weight tilts the target's score, which the MMD objective does not use; "
+                "set prior_weight to 0 or sampler_objective to 'svgd'"
+            )
+        for name in (
+            "autoencoder_lr_scale",
+            "sampler_lr_scale",
+            "kde_bandwidth",
+            "sampler_mmd_weight",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -583,7 +605,8 @@ class LDCVAE(GenerativeModel):
         return 1.0 + (c.sampler_anneal - 1.0) * left
 
     def sampler_loss(self, x: Tensor) -> ModelOutput:
-        """Algorithm 1, steps 5–7: SVGD surrogate for ω towards the target (see module)."""
+        """Algorithm 1, steps 5–7: the sampler's update towards the target (see module): the SVGD
+        surrogate, and/or (``sampler_objective``) the MMD² to draws of the "gmm"/"kde" target."""
         c = self.config
         factor = self._anneal()
         terms: dict[str, Tensor] = {}
@@ -593,32 +616,17 @@ class LDCVAE(GenerativeModel):
                 with torch.no_grad():
                     codes = self.encode(x, 1)[:, 0]
             z = self.sampler_latents(c.sampler_particles)  # (M, D)
-            lift = None  # maps the direction on the SVGD coordinates back to z (row-wise)
-            metric = c.kde_metric if c.sampler_target == "kde" else c.target_metric
-            if metric == "whitened":
-                # SVGD on u = L⁻¹(z − μ); the direction φ_u moves z by L φ_u, so that u moves by
-                # φ_u (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which
-                # crawls along the codes' long axes)
-                mean, lift = whitening(codes)
-                u = whiten(z.detach(), mean, lift)
-            else:
-                u = z.detach()
-            if c.sampler_target == "kde":
-                if lift is not None:
-                    codes = whiten(codes, mean, lift)
-                h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
-                scores = kde_score(u, codes, h2)  # on the SVGD coordinates
-                terms["sampler_kde_h2"] = h2.detach()
-            else:
-                scores = self._gmm_target_score(z.detach(), codes, factor)  # ∇_z log p(z)
-                if lift is not None:
-                    scores = scores @ lift  # ∇_u = Lᵀ ∇_z, row-wise
-            if c.prior_weight:
-                prior = -c.prior_weight * z.detach()
-                scores = scores + (prior if lift is None else prior @ lift)
-            zs, particles, scores = z[None], u[None], scores[None]  # (1, M, D)
+            loss = z.new_zeros(())
+            if c.sampler_objective != "mmd":
+                phi = self._code_target_direction(z.detach(), codes, factor, terms)
+                loss = loss + svgd_surrogate_loss(z, phi)
+            if c.sampler_objective != "svgd":
+                draws = self._target_draws(codes, len(z), factor)  # (M, D)
+                mmd2 = mmd_squared(z, draws, self._mmd_kernel(codes))
+                terms["sampler_mmd2"] = mmd2.detach()
+                weight = c.sampler_mmd_weight if c.sampler_objective == "svgd+mmd" else 1.0
+                loss = loss + weight * mmd2
         else:
-            lift = None
             sigma2 = self.last_sigma2
             if c.sigma2 is not None:
                 sigma2 = sigma2.new_tensor(c.sigma2)
@@ -636,21 +644,55 @@ class LDCVAE(GenerativeModel):
                 else:
                     zs = self.sampler_latents(c.sampler_particles).unsqueeze(0)  # (1, M, D)
                     scores = self._mixture_scores(zs, x, sigma2)
-            particles = zs.detach()
             terms["sampler_sigma2"] = sigma2.detach()
+            phi = svgd_direction(zs.detach(), scores, self.kernel, c.sampler_leave_one_out)
+            terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
+            loss = svgd_surrogate_loss(zs, phi)
         if self.training:
             self.sampler_updates += 1
-        phi = svgd_direction(particles, scores, self.kernel, c.sampler_leave_one_out)
+        return ModelOutput(loss, terms)
+
+    def _code_target_direction(
+        self, z: Tensor, codes: Tensor, factor: float, terms: dict[str, Tensor]
+    ) -> Tensor:
+        """SVGD direction Φ* (M, D) moving the sampler's particles z (M, D) towards the "gmm" or
+        "kde" target of the code memory (N, D), on the coordinates its metric chooses."""
+        c = self.config
+        lift = None  # maps the direction on the SVGD coordinates back to z (row-wise)
+        metric = c.kde_metric if c.sampler_target == "kde" else c.target_metric
+        if metric == "whitened":
+            # SVGD on u = L⁻¹(z − μ); the direction φ_u moves z by L φ_u, so that u moves by φ_u
+            # (backpropagating φ_u through u would move z by L⁻ᵀφ_u: u by Σ⁻¹φ_u, which crawls
+            # along the codes' long axes)
+            mean, lift = whitening(codes)
+            u = whiten(z, mean, lift)
+        else:
+            u = z
+        if c.sampler_target == "kde":
+            if lift is not None:
+                codes = whiten(codes, mean, lift)
+            h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor
+            scores = kde_score(u, codes, h2)  # on the SVGD coordinates
+            terms["sampler_kde_h2"] = h2.detach()
+        else:
+            scores = self._gmm_target_score(z, codes, factor)  # ∇_z log p(z)
+            if lift is not None:
+                scores = scores @ lift  # ∇_u = Lᵀ ∇_z, row-wise
+        if c.prior_weight:
+            prior = -c.prior_weight * z
+            scores = scores + (prior if lift is None else prior @ lift)
+        phi = svgd_direction(u[None], scores[None], self.kernel, c.sampler_leave_one_out)[0]
         if lift is not None:
             phi = phi @ lift.T  # L φ_u
         terms["sampler_phi_norm"] = phi.norm(dim=-1).mean()
-        return ModelOutput(svgd_surrogate_loss(zs, phi), terms)
+        return phi
 
-    def _gmm_target_score(self, z: Tensor, codes: Tensor, factor: float) -> Tensor:
-        """∇_z log p(z) of the "gmm" target at points (M, D): a ``target_components``-component
-        full-covariance mixture fitted (EM, k-means start) to the code memory (N, D), refitted
-        every ``target_refit`` sampler updates. Annealing (``factor`` f > 1) blurs it: component
-        covariances Σ_k + (f − 1)·h²Σ, Σ the codes' covariance and h² Scott's factor
+    def _gmm_target(self, codes: Tensor, factor: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Means (K, D), covariances (K, D, D) and weights (K,) of the "gmm" target: a
+        ``target_components``-component full-covariance mixture fitted (EM, k-means start) to
+        the code memory (N, D), refitted every ``target_refit`` sampler updates (a diagonal
+        Gaussian of the codes while they are too few). Annealing (``factor`` f > 1) blurs it:
+        component covariances Σ_k + (f − 1)·h²Σ, Σ the codes' covariance and h² Scott's factor
         N^(−2/(D+4)), the blur that f adds to the kde target's kernel h²Σ."""
         c = self.config
         density = self.target_density
@@ -663,13 +705,46 @@ class LDCVAE(GenerativeModel):
         if not density.is_fitted:  # too few codes yet: a diagonal Gaussian of them
             var = codes.var(0, correction=0)
             var = var + 1e-4 * var.mean() + 1e-12
-            return mixture_score(z, codes.mean(0, keepdim=True), torch.diag(var)[None])
+            return codes.mean(0, keepdim=True), torch.diag(var)[None], var.new_ones(1)
         covs = density.covariances
         if factor != 1:
             n, d = codes.shape
             _, chol = whitening(codes)
             covs = covs + (factor - 1.0) * n ** (-2.0 / (d + 4)) * (chol @ chol.T)
-        return mixture_score(z, density.means, covs, density.weights, c.target_balance_iters)
+        return density.means, covs, density.weights
+
+    def _gmm_target_score(self, z: Tensor, codes: Tensor, factor: float) -> Tensor:
+        """∇_z log p(z) of the "gmm" target (:meth:`_gmm_target`) at points z (M, D), with the
+        responsibilities balanced by ``target_balance_iters`` Sinkhorn steps."""
+        means, covs, weights = self._gmm_target(codes, factor)
+        if len(means) == 1:
+            return mixture_score(z, means, covs)
+        return mixture_score(z, means, covs, weights, self.config.target_balance_iters)
+
+    def _target_draws(self, codes: Tensor, n: int, factor: float) -> Tensor:
+        """n draws (n, D) of the "gmm" or "kde" target of the code memory (N, D), annealing
+        blur included (global RNG, as the sampler's own noise)."""
+        c = self.config
+        if c.sampler_target == "gmm":
+            means, covs, weights = self._gmm_target(codes, factor)
+            k = torch.multinomial(weights, n, replacement=True)  # (n,)
+            eps = torch.randn(n, codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
+            return means[k] + (torch.linalg.cholesky(covs)[k] @ eps).squeeze(-1)
+        h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor  # "kde": a code plus its kernel
+        centres = codes[torch.randint(len(codes), (n,), device=codes.device)]  # (n, D)
+        eps = torch.randn_like(centres)
+        if c.kde_metric == "whitened":  # kernel covariance h²Σ on the codes, h² from u's spread
+            mean, lift = whitening(codes)
+            h2 = scott_bandwidth2(whiten(codes, mean, lift)) * c.kde_bandwidth**2 * factor
+            eps = eps @ lift.T
+        return centres + h2.sqrt() * eps
+
+    def _mmd_kernel(self, codes: Tensor) -> Any:
+        """The MMD kernel of the sampler objective, base bandwidth 2·D·s² (s² the code memory's
+        mean variance per dimension; WAE's 2·D for unit-variance codes) times the kernel's
+        scales."""
+        base = 2.0 * codes.shape[1] * float(codes.var(0).mean().clamp_min(1e-12))
+        return MMD_KERNELS[self.config.sampler_mmd_kernel](base)
 
     def _mixture_scores(self, zs: Tensor, x: Tensor, sigma2: Tensor) -> Tensor:
         """∇ log p̂(z) for p̂(z) = (1/B) Σ_b exp(−E_b(z)/σ²) / C_b, E_b(z) = ‖x_b − D(z)‖²
