@@ -236,6 +236,36 @@ def test_mixture_score_is_the_gradient_of_the_mixture_log_density():
     torch.testing.assert_close(equal, expected, rtol=1e-10, atol=1e-10)
 
 
+def three_clusters() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centres (3, 4) of three clusters 6 apart, their weights 0.5 / 0.3 / 0.2 and 1,000 codes
+    drawn from them with std 0.7 (seed 1)."""
+    g = torch.Generator().manual_seed(1)
+    means = torch.zeros(3, 4)
+    means[0, 0], means[1, 1], means[2, 0] = 6.0, 6.0, -6.0
+    weights = torch.tensor([0.5, 0.3, 0.2])
+    k = torch.multinomial(weights, 1000, True, generator=g)
+    return means, weights, means[k] + 0.7 * torch.randn(1000, 4, generator=g)
+
+
+def cluster_shares(toy, **options) -> tuple[ldc_vae.LDCVAE, torch.Tensor]:
+    """A sampler (gmm target, 3 components, 200 particles) trained for 800 updates on
+    :func:`three_clusters`' codes, and the share of its 4,000 codes nearest each centre (3,)."""
+    means, _, codes = three_clusters()
+    model = small_model(
+        toy.spec,
+        latent_dim=4,
+        sampler_noise_dim=8,
+        sampler_hidden=[64, 64],
+        sampler_particles=200,
+        sampler_target="gmm",
+        target_components=3,
+        kde_memory=1000,
+        **options,
+    )
+    z = fit_sampler(model, codes, toy, 800)
+    return model, torch.bincount(torch.cdist(z, means).argmin(1), minlength=3) / 4000
+
+
 def test_balanced_gmm_target_covers_separated_modes_in_their_proportions(toy):
     """Three clusters 6 apart (std 0.7, weights 0.5 / 0.3 / 0.2) in 4-D: the plain score of a
     GMM fitted to them drives the SVGD-trained sampler onto one cluster (SVGD does not move
@@ -243,28 +273,10 @@ def test_balanced_gmm_target_covers_separated_modes_in_their_proportions(toy):
     sampler's codes fall near each cluster in its proportion (±0.06 after 800 updates; the
     binomial s.e. of a share of 4,000 draws is < 0.01, the rest is training noise: measured
     0.50 / 0.30 / 0.20)."""
-    d = 4
-    g = torch.Generator().manual_seed(1)
-    means = torch.zeros(3, d)
-    means[0, 0], means[1, 1], means[2, 0] = 6.0, 6.0, -6.0
-    weights = torch.tensor([0.5, 0.3, 0.2])
-    k = torch.multinomial(weights, 1000, True, generator=g)
-    codes = means[k] + 0.7 * torch.randn(1000, d, generator=g)
+    weights = three_clusters()[1]
     shares = {}
     for balance in (0, 20):
-        model = small_model(
-            toy.spec,
-            latent_dim=d,
-            sampler_noise_dim=8,
-            sampler_hidden=[64, 64],
-            sampler_particles=200,
-            sampler_target="gmm",
-            target_components=3,
-            target_balance_iters=balance,
-            kde_memory=1000,
-        )
-        z = fit_sampler(model, codes, toy, 800)
-        shares[balance] = torch.bincount(torch.cdist(z, means).argmin(1), minlength=3) / 4000
+        model, shares[balance] = cluster_shares(toy, target_balance_iters=balance)
     assert shares[0].max() > 0.95, shares  # collapsed onto one mode
     assert (shares[20] - weights).abs().max() < 0.06, shares
     assert int(model.target_fitted_at) == 700  # fitted at updates 0, 100, …, 700 (target_refit)
@@ -641,24 +653,6 @@ def test_mmd_objective_covers_separated_modes_in_their_proportions(toy):
     three clusters 6 apart (weights 0.5 / 0.3 / 0.2, the balanced-SVGD test's), the sampler's
     codes fall near each cluster in its proportion (±0.06 after 800 updates, as that test;
     measured 0.48 / 0.31 / 0.22)."""
-    d = 4
-    g = torch.Generator().manual_seed(1)
-    means = torch.zeros(3, d)
-    means[0, 0], means[1, 1], means[2, 0] = 6.0, 6.0, -6.0
-    weights = torch.tensor([0.5, 0.3, 0.2])
-    k = torch.multinomial(weights, 1000, True, generator=g)
-    codes = means[k] + 0.7 * torch.randn(1000, d, generator=g)
-    model = small_model(
-        toy.spec,
-        latent_dim=d,
-        sampler_noise_dim=8,
-        sampler_hidden=[64, 64],
-        sampler_particles=200,
-        sampler_target="gmm",
-        target_components=3,
-        kde_memory=1000,
-        sampler_objective="mmd",
-    )
-    z = fit_sampler(model, codes, toy, 800)
-    shares = torch.bincount(torch.cdist(z, means).argmin(1), minlength=3) / 4000
+    weights = three_clusters()[1]
+    _, shares = cluster_shares(toy, sampler_objective="mmd")
     assert (shares - weights).abs().max() < 0.06, shares
