@@ -68,17 +68,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class _ErrorKeepingFile:
-    """A file wrapper that keeps the OSError of a failed write: ``torch.save`` turns it into a
-    RuntimeError without the errno ("unexpected pos"), which hides a full disk."""
+    """A file wrapper that keeps the OSError (or interrupt) of a failed write: ``torch.save``
+    turns it into a RuntimeError without the errno ("unexpected pos"), which hides a full disk,
+    and an interrupt (SIGTERM is raised as an exception) that lands inside a write."""
 
     def __init__(self, f) -> None:
         self.f = f
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data) -> int:
         try:
             return self.f.write(data)
-        except OSError as err:
+        except (OSError, KeyboardInterrupt) as err:
             self.error = err
             raise
 
