@@ -146,7 +146,7 @@ from torch import Tensor, nn
 from latentgap.data.base import Batch, DataSpec, ImageSet
 from latentgap.errors import ConfigError
 from latentgap.mmd import KERNELS as MMD_KERNELS
-from latentgap.mmd import mmd_squared
+from latentgap.mmd import MultiScaleKernel, mmd_squared
 from latentgap.models.base import MODELS, GenerativeModel, GroupOptions, ModelOutput, Phase, Step
 from latentgap.nets import build_decoder, build_encoder
 from latentgap.presets import PRESETS, Preset
@@ -742,16 +742,17 @@ class LDCVAE(GenerativeModel):
             k = torch.multinomial(weights, n, replacement=True)  # (n,)
             eps = torch.randn(n, codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
             return means[k] + (torch.linalg.cholesky(covs)[k] @ eps).squeeze(-1)
-        h2 = scott_bandwidth2(codes) * c.kde_bandwidth**2 * factor  # "kde": a code plus its kernel
-        centres = codes[torch.randint(len(codes), (n,), device=codes.device)]  # (n, D)
-        eps = torch.randn_like(centres)
+        centres = codes[torch.randint(len(codes), (n,), device=codes.device)]  # "kde": (n, D)
+        eps = torch.randn_like(centres)  # plus a draw of its kernel
         if c.kde_metric == "whitened":  # kernel covariance h²Σ on the codes, h² from u's spread
             mean, lift = whitening(codes)
-            h2 = scott_bandwidth2(whiten(codes, mean, lift)) * c.kde_bandwidth**2 * factor
+            h2 = scott_bandwidth2(whiten(codes, mean, lift))
             eps = eps @ lift.T
-        return centres + h2.sqrt() * eps
+        else:
+            h2 = scott_bandwidth2(codes)
+        return centres + (h2 * c.kde_bandwidth**2 * factor).sqrt() * eps
 
-    def _mmd_kernel(self, codes: Tensor) -> Any:
+    def _mmd_kernel(self, codes: Tensor) -> MultiScaleKernel:
         """The MMD kernel of the sampler objective, base bandwidth 2·D·s² (s² the code memory's
         mean variance per dimension; WAE's 2·D for unit-variance codes) times the kernel's
         scales."""
