@@ -186,6 +186,7 @@ class LDCVAEConfig:
     sampler_leave_one_out: bool = True  # the same for the sampler step (see module docstring)
     sampler_net: Literal["encoder", "mlp"] = "encoder"  # encoder: arch's encoder on noise images
     sampler_noise_dim: int = 64  # ε_s dimension of the "mlp" sampler
+    sampler_mixture: bool = False  # the "mlp" sampler's input carries the gmm target's component
     sampler_hidden: tuple[int, ...] = (512, 512)
     sampler_target: Literal["kde", "gmm", "mixture", "paired"] = "gmm"
     sampler_particles: int = 1000  # particles of the "gmm", "kde" and "mixture" targets
@@ -250,7 +251,7 @@ class LDCVAEConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
-        for name in ("leave_one_out", "sampler_leave_one_out"):
+        for name in ("leave_one_out", "sampler_leave_one_out", "sampler_mixture"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.kernel not in KERNELS:
@@ -270,6 +271,14 @@ class LDCVAEConfig:
                 f"sampler_objective {self.sampler_objective!r} needs draws of the target, which "
                 f"the {self.sampler_target!r} target has not; use sampler_target 'gmm' or 'kde'"
             )
+        mixture_needs = {"sampler_net": "mlp", "sampler_target": "gmm", "sampler_objective": "mmd"}
+        for name, value in mixture_needs.items():
+            if self.sampler_mixture and getattr(self, name) != value:
+                raise ConfigError(
+                    f"sampler_mixture needs {name} {value!r} (a noise-vector sampler trained "
+                    f"on the gmm target's labelled draws), got {getattr(self, name)!r}; set "
+                    f"{name} to {value!r} or sampler_mixture to false"
+                )
         if self.sampler_objective != "svgd" and self.prior_weight:
             raise ConfigError(
                 "prior_weight tilts the target's score, which the MMD objective does not use; "
@@ -314,15 +323,35 @@ class ImplicitEncoder(nn.Module):
 
 
 def build_sampler_net(config: LDCVAEConfig, spec: DataSpec) -> tuple[tuple[int, ...], nn.Module]:
-    """The sampler S_ω of ``config.sampler_net`` and the shape of its noise input: ``"encoder"``,
-    the arch's encoder on image-shaped noise (Section 5.1); ``"mlp"``, an MLP on a noise vector
-    viewed as a (1, 1, N) "image"."""
+    """The sampler S_ω of ``config.sampler_net`` and the shape of its Gaussian noise input:
+    ``"encoder"``, the arch's encoder on image-shaped noise (Section 5.1); ``"mlp"``, an MLP on
+    a noise vector viewed as a (1, 1, N) "image", plus a one-hot of the gmm target's
+    ``target_components`` with ``sampler_mixture`` (:func:`sampler_input`)."""
     c = config
     if c.sampler_net == "encoder":
         shape = tuple(spec.shape)
         return shape, build_encoder(c.arch, shape, c.latent_dim, **c.arch_options)
-    shape = (1, 1, c.sampler_noise_dim)
-    return shape, build_encoder("mlp", shape, c.latent_dim, hidden=c.sampler_hidden)
+    width = c.sampler_noise_dim + (c.target_components if c.sampler_mixture else 0)
+    net = build_encoder("mlp", (1, 1, width), c.latent_dim, hidden=c.sampler_hidden)
+    return (1, 1, c.sampler_noise_dim), net
+
+
+def sampler_input(
+    n: int,
+    shape: tuple[int, ...],
+    components: Tensor | None = None,
+    num_components: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """n sampler inputs: ε_s ~ N(0, I) of ``shape``, (n, *shape); with ``components`` (n,)
+    indices < ``num_components`` = K, their one-hot appended to the (1, 1, N) noise vector:
+    (n, 1, 1, N + K)."""
+    eps = torch.randn(n, *shape, generator=generator, device=device)
+    if components is None:
+        return eps
+    one_hot = nn.functional.one_hot(components, num_components).to(eps.dtype)
+    return torch.cat([eps, one_hot.view(n, 1, 1, num_components)], dim=-1)
 
 
 def sinkhorn_responsibilities(
@@ -530,10 +559,21 @@ class LDCVAE(GenerativeModel):
     ) -> Tensor:
         return self._latents(n, generator, sampler or "sampler-net")
 
-    def sampler_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z = S_ω(ε_s), ε_s ~ N(0, I): (n, D)."""
-        eps = torch.randn(n, *self.sampler_shape, generator=generator, device=self.device)
-        return self.sampler(eps)
+    def sampler_latents(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        components: Tensor | None = None,
+    ) -> Tensor:
+        """z = S_ω(ε_s), ε_s ~ N(0, I): (n, D). With ``sampler_mixture``, z = S_ω(ε_s, c) for
+        the gmm target's components c (n,): ``components``, or drawn with the target's weights
+        (:func:`sampler_input`)."""
+        k = self.config.target_components if self.config.sampler_mixture else 0
+        if k and components is None:
+            weights = self.target_density.weights
+            components = torch.multinomial(weights, n, replacement=True, generator=generator)
+        inputs = sampler_input(n, self.sampler_shape, components, k, generator, self.device)
+        return self.sampler(inputs)
 
     def _sigma2(self, sq_err: Tensor) -> Tensor:
         """σ² of Section 5.1 (``sigma2_estimator``) from ‖x − D(z)‖² (B, n), detached, floored."""
@@ -627,6 +667,11 @@ class LDCVAE(GenerativeModel):
             if len(codes) < 2:  # no encoder step yet: this batch's codes
                 with torch.no_grad():
                     codes = self.encode(x, 1)[:, 0]
+            if c.sampler_mixture:
+                loss = self._mixture_mmd(codes, factor, terms)
+                if self.training:
+                    self.sampler_updates += 1
+                return ModelOutput(loss, terms)
             z = self.sampler_latents(c.sampler_particles)  # (M, D)
             loss = z.new_zeros(())
             if c.sampler_objective != "mmd":
@@ -712,7 +757,8 @@ class LDCVAE(GenerativeModel):
         filling = int(self.memory_count) < c.kde_memory  # refit every update until memory is full
         due = fitted_at < 0 or filling or updates - fitted_at >= c.target_refit
         if due and len(codes) >= max(2 * c.target_components, c.latent_dim + 1):
-            density.fit(codes, seed=c.gmm_seed, reg_covar=1e-4 * float(codes.var(0).mean()))
+            reg = 1e-4 * float(codes.var(0).mean())
+            density.fit(codes, seed=c.gmm_seed, reg_covar=reg, warm_start=c.sampler_mixture)
             self.target_fitted_at.fill_(updates)
         if not density.is_fitted:  # too few codes yet: a diagonal Gaussian of them
             var = codes.var(0, correction=0)
@@ -751,6 +797,30 @@ class LDCVAE(GenerativeModel):
         else:
             h2 = scott_bandwidth2(codes)
         return centres + (h2 * c.kde_bandwidth**2 * factor).sqrt() * eps
+
+    def _mixture_mmd(self, codes: Tensor, factor: float, terms: dict[str, Tensor]) -> Tensor:
+        """``sampler_mixture``'s objective: M components c ~ w of the gmm target, the sampler's
+        outputs z_m = S(ε_m, c_m) and draws y_m ~ N(μ_{c_m}, Σ_{c_m}); the unbiased MMD² between
+        the z and the y of each component, weighted by its share n_k/M of the M particles
+        (components with fewer than 2 skipped), with IMQ kernels at the component's base
+        bandwidth 2·tr(Σ_k): (M) → 0-dim loss."""
+        c = self.config
+        means, covs, weights = self._gmm_target(codes, factor)
+        m = c.sampler_particles
+        k = torch.multinomial(weights, m, replacement=True)  # (M,) into the K or 1 components
+        z = self.sampler_latents(m, components=k)  # (M, D)
+        eps = torch.randn(m, codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
+        draws = means[k] + (torch.linalg.cholesky(covs)[k] @ eps).squeeze(-1)  # (M, D)
+        loss = z.new_zeros(())
+        for j in k.unique().tolist():
+            mask = k == j
+            if int(mask.sum()) < 2:
+                continue
+            base = 2.0 * float(covs[j].diagonal().sum().clamp_min(1e-12))
+            kernel = MMD_KERNELS[c.sampler_mmd_kernel](base)
+            loss = loss + mask.float().mean() * mmd_squared(z[mask], draws[mask], kernel)
+        terms["sampler_mmd2"] = loss.detach()
+        return loss
 
     def _mmd_kernel(self, codes: Tensor) -> MultiScaleKernel:
         """The MMD kernel of the sampler objective, base bandwidth 2·D·s² (s² the code memory's
