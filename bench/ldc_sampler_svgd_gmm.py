@@ -20,6 +20,14 @@ kernel, base bandwidth 2·D·s², s² the codes' mean variance per dimension) be
 as many fresh draws of the mixture per update: a sample-based objective instead of SVGD's score;
 ``--objective svgd+mmd`` adds ``--mmd-weight`` × that MMD² to the SVGD surrogate (their gradients
 per particle are of one size on these codes, ~5e-6 each at the mixture).
+``--objective mixture-mmd`` is the model's ``sampler_mixture``: the net's input also carries a
+one-hot component k ~ w of the mixture, and the loss is Σ_k (n_k/M)·MMD²_k between the net's
+outputs and draws of component k (IMQ kernels at base 2·tr(Σ_k)); a continuous net on Gaussian
+noise must stretch between separated modes, one told the mode need not.
+``--fid N`` also decodes N codes of the sampler and N draws of the mixture itself through the
+run's decoder at the end and gives both sample FIDs (Inception, against the first
+``--fid-reference`` training images): what the sampler costs in image space against the
+mixture it is trained towards.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 from torch import nn
 
 from latentgap.metrics.consistency import mmd_test
+from latentgap.metrics.fid import evaluate_fid
 from latentgap.metrics.precision_recall import precision_recall
 from latentgap.mmd import KERNELS as MMD_KERNELS
 from latentgap.mmd import TOLSTIKHIN_SCALES, mmd_squared
@@ -45,15 +54,26 @@ from latentgap.stein import build_kernel, svgd_direction, svgd_surrogate_loss
 from latentgap.train.run import load_run
 
 
-def target_codes(run_dir: Path, n: int, seed: int) -> torch.Tensor:
+def target_codes(model, splits, n: int, seed: int) -> torch.Tensor:
     """One encoder code per image of the first ``n`` training images of the run (eval mode)."""
-    model, _, splits = load_run(run_dir)
     model.eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return torch.cat(
             [model.latent_codes(b, generator=g) for b in splits.train.subset(n).batches(500)]
         )
+
+
+class Decoded:
+    """Images D(z) of the run's decoder for codes z = ``draw(n, generator)``: what
+    :func:`evaluate_fid` samples from."""
+
+    def __init__(self, model, draw) -> None:
+        self.model, self.draw = model, draw
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.decode(self.draw(n, generator).float()).clamp(0, 1)
 
 
 def distances(reference: torch.Tensor, codes: torch.Tensor, seed: int) -> dict[str, float]:
@@ -69,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3000, help="sampler updates")
     p.add_argument("--particles", type=int, default=1000, help="sampler particles per update")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the sampler")
-    p.add_argument("--objective", choices=("svgd", "mmd", "svgd+mmd"), default="svgd")
+    p.add_argument(
+        "--objective", choices=("svgd", "mmd", "svgd+mmd", "mixture-mmd"), default="svgd"
+    )
     p.add_argument("--mmd-kernel", choices=tuple(MMD_KERNELS), default="imq")
     p.add_argument("--mmd-scales", type=float, nargs="+", default=list(TOLSTIKHIN_SCALES))
     p.add_argument("--mmd-weight", type=float, default=1.0, help="MMD² weight of svgd+mmd")
@@ -84,12 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", type=int, default=3, help="evaluations along the way")
     p.add_argument("--n", type=int, default=2000, help="codes per comparison")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fid", type=int, default=0, help="decoded codes per sample FID (0: none)")
+    p.add_argument("--fid-reference", type=int, default=2000, help="training images of the FID")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.objective == "mixture-mmd" and args.categories:
+        p.error("--categories and --objective mixture-mmd both set the net's one-hot input")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
 
-    codes = target_codes(args.run_dir, args.codes, args.seed)
+    model, _, splits = load_run(args.run_dir)
+    codes = target_codes(model, splits, args.codes, args.seed)
     dim = codes.shape[1]
     gmm = GaussianMixture(args.components, dim)
     gmm.fit(codes, seed=args.seed, reg_covar=1e-4 * float(codes.var(0).mean()))
@@ -100,20 +127,40 @@ def main(argv: list[str] | None = None) -> int:
 
     noise_dim = 64
     width = args.hidden
+    one_hot = args.components if args.objective == "mixture-mmd" else args.categories
     net = nn.Sequential(
-        nn.Linear(noise_dim + args.categories, width),
+        nn.Linear(noise_dim + one_hot, width),
         nn.ReLU(),
         nn.Linear(width, width),
         nn.ReLU(),
         nn.Linear(width, dim),
     )
 
-    def noise(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise(
+        n: int, generator: torch.Generator | None = None, cat: torch.Tensor | None = None
+    ) -> torch.Tensor:
         eps = torch.randn(n, noise_dim, generator=generator)
-        if args.categories:
+        if args.objective == "mixture-mmd":
+            if cat is None:
+                cat = torch.multinomial(weights.float(), n, True, generator=generator)
+            eps = torch.cat([eps, nn.functional.one_hot(cat, args.components).float()], 1)
+        elif args.categories:
             cat = torch.randint(args.categories, (n,), generator=generator)
             eps = torch.cat([eps, nn.functional.one_hot(cat, args.categories).float()], 1)
         return eps
+
+    def mixture_mmd() -> torch.Tensor:
+        k = torch.multinomial(weights.float(), args.particles, True, generator=draws)
+        z = net(noise(args.particles, cat=k))
+        eps = torch.randn(args.particles, dim, 1, generator=draws, dtype=means.dtype)
+        target = (means[k] + (gmm.scale_tril[k] @ eps).squeeze(-1)).float()
+        loss = z.new_zeros(())
+        for j in k.unique().tolist():
+            mask = k == j
+            if int(mask.sum()) >= 2:
+                kernel = MMD_KERNELS[args.mmd_kernel](2.0 * float(covs[j].trace()), args.mmd_scales)
+                loss = loss + mask.float().mean() * mmd_squared(z[mask], target[mask], kernel)
+        return loss
 
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     kernel = build_kernel(args.kernel, **args.kernel_options)
@@ -144,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = 0.0
     for step in range(1, args.steps + 1):
         t0 = time.perf_counter()
-        z = net(noise(args.particles))
-        loss = svgd_loss(z) if args.objective != "mmd" else 0.0
-        if args.objective != "svgd":
+        if args.objective == "mixture-mmd":
+            loss = mixture_mmd()
+        else:
+            z = net(noise(args.particles))
+            loss = svgd_loss(z) if args.objective != "mmd" else 0.0
+        if args.objective in ("mmd", "svgd+mmd"):
             mmd2 = mmd_squared(z, gmm.sample(args.particles, generator=draws), mmd_kernel)
             loss = loss + (args.mmd_weight if args.objective == "svgd+mmd" else 1.0) * mmd2
         opt.zero_grad(set_to_none=True)
@@ -161,6 +211,25 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({step: row}), flush=True)
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.fid:
+        draws_of = {
+            "sampler": lambda n, g: net(noise(n, g)),
+            "mixture": lambda n, g: gmm.sample(n, generator=g),
+        }
+        results["fid"] = {"samples": args.fid, "reference": args.fid_reference}
+        for name, draw in draws_of.items():
+            results["fid"][name] = evaluate_fid(
+                Decoded(model, draw),
+                splits,
+                n_samples=args.fid,
+                reference_size=args.fid_reference,
+                seed=args.seed,
+                recon=False,
+                precision_recall=False,
+            )["fid_sample"]
+            print(json.dumps({"fid " + name: results["fid"][name]}), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -416,6 +416,25 @@ def test_gmm_state_survives_a_checkpoint_round_trip(fitted_gmm):
     assert torch.equal(a, b)
 
 
+def test_gmm_warm_start_keeps_each_component_on_its_mode(fitted_gmm):
+    """A refit from the current parameters (``warm_start``) keeps component k where it was:
+    a copy with its two components swapped, refitted to the same codes, stays swapped (at the
+    same optimum, to EM's tolerance), while a fresh refit returns k-means' order."""
+    data = known_mixture_samples(4000)
+    swap = [1, 0]
+    state = fitted_gmm.state_dict()
+    for key in ("weights", "means", "scale_tril"):
+        state[key] = state[key][swap].clone()
+    copy = GaussianMixture(2, 2).double()
+    copy.load_state_dict(state)
+    info = copy.fit(data, warm_start=True)
+    assert info["gmm_converged"] and info["gmm_iterations"] <= 3
+    torch.testing.assert_close(copy.means, fitted_gmm.means[swap], atol=1e-3, rtol=0)
+    torch.testing.assert_close(copy.weights, fitted_gmm.weights[swap], atol=1e-3, rtol=0)
+    copy.fit(data)  # cold: the k-means start, whatever the current order
+    torch.testing.assert_close(copy.means, fitted_gmm.means, atol=1e-3, rtol=0)
+
+
 def test_gmm_rejects_too_few_codes():
     with pytest.raises(ConfigError, match="10-component"):
         GaussianMixture(10, 2).fit(torch.randn(5, 2))
