@@ -416,23 +416,30 @@ def test_gmm_state_survives_a_checkpoint_round_trip(fitted_gmm):
     assert torch.equal(a, b)
 
 
-def test_gmm_warm_start_keeps_each_component_on_its_mode(fitted_gmm):
-    """A refit from the current parameters (``warm_start``) keeps component k where it was:
-    a copy with its two components swapped, refitted to the same codes, stays swapped (at the
-    same optimum, to EM's tolerance), while a fresh refit returns k-means' order."""
-    data = known_mixture_samples(4000)
+def test_gmm_refit_matched_to_the_previous_fit_keeps_each_component_on_its_mode(fitted_gmm):
+    """A refit's components renumbered by ``matching_order`` to the previous means land where
+    the previous ones were: a copy with its components swapped (as a fresh k-means start may
+    number them) and its means moved by 0.3 is matched back, and renumbering leaves the
+    density unchanged."""
+    from latentgap.samplers.gmm import matching_order
+
     swap = [1, 0]
     state = fitted_gmm.state_dict()
     for key in ("weights", "means", "scale_tril"):
         state[key] = state[key][swap].clone()
+    state["means"] += 0.3
     copy = GaussianMixture(2, 2).double()
     copy.load_state_dict(state)
-    info = copy.fit(data, warm_start=True)
-    assert info["gmm_converged"] and info["gmm_iterations"] <= 3
-    torch.testing.assert_close(copy.means, fitted_gmm.means[swap], atol=1e-3, rtol=0)
-    torch.testing.assert_close(copy.weights, fitted_gmm.weights[swap], atol=1e-3, rtol=0)
-    copy.fit(data)  # cold: the k-means start, whatever the current order
-    torch.testing.assert_close(copy.means, fitted_gmm.means, atol=1e-3, rtol=0)
+    z = known_mixture_samples(50, seed=3)
+    before = copy.log_prob(z)
+    order = matching_order(fitted_gmm.means, copy.means)
+    assert order.tolist() == swap
+    copy.reorder(order)
+    torch.testing.assert_close(copy.means, fitted_gmm.means + 0.3)
+    torch.testing.assert_close(copy.weights, fitted_gmm.weights)
+    torch.testing.assert_close(copy.log_prob(z), before)
+    with pytest.raises(ValueError, match="permute"):
+        copy.reorder(torch.tensor([0, 0]))
 
 
 def test_gmm_rejects_too_few_codes():

@@ -73,13 +73,10 @@ class GaussianMixture(nn.Module):
         max_iter: int = 200,
         reg_covar: float = 1e-6,
         n_init: int = 1,
-        warm_start: bool = False,
     ) -> dict[str, Any]:
         """Fit the mixture to ``codes`` (N, D) by EM (scikit-learn, k-means initialisation,
-        float64) and copy the result into the buffers. ``warm_start`` (on a fitted mixture)
-        starts EM from the current parameters instead, so component k stays the same mode
-        across refits to drifting codes. Returns diagnostics: the mean log-likelihood per code,
-        EM iterations and whether EM converged."""
+        float64) and copy the result into the buffers. Returns diagnostics: the mean
+        log-likelihood per code, EM iterations and whether EM converged."""
         if codes.ndim != 2 or codes.shape[1] != self.dim:
             raise ValueError(f"codes must be (N, {self.dim}), got {tuple(codes.shape)}")
         if codes.shape[0] < self.components:
@@ -89,17 +86,6 @@ class GaussianMixture(nn.Module):
             )
         if not torch.isfinite(codes).all():
             raise ValueError("codes contain NaN or infinite values; the GMM cannot be fitted")
-        init: dict[str, Any] = {}
-        if warm_start and self.is_fitted:
-            tril = self.scale_tril.to("cpu", torch.float64)
-            eye = torch.eye(self.dim, dtype=torch.float64).expand_as(tril)
-            inv_tril = torch.linalg.solve_triangular(tril, eye, upper=False)  # L⁻¹
-            weights = self.weights.to("cpu", torch.float64)
-            init = {
-                "weights_init": (weights / weights.sum()).numpy(),
-                "means_init": self.means.to("cpu", torch.float64).numpy(),
-                "precisions_init": (inv_tril.transpose(1, 2) @ inv_tril).numpy(),  # Σ⁻¹ = L⁻ᵀL⁻¹
-            }
         sk = _sklearn_gaussian_mixture()(
             n_components=self.components,
             covariance_type="full",
@@ -107,7 +93,6 @@ class GaussianMixture(nn.Module):
             reg_covar=reg_covar,
             n_init=n_init,
             random_state=seed,
-            **init,
         )
         data = codes.detach().to("cpu", torch.float64).numpy()
         sk.fit(data)
@@ -132,6 +117,15 @@ class GaussianMixture(nn.Module):
             n, self.dim, generator=generator, device=self.means.device, dtype=self.means.dtype
         )  # (n, D)
         return self.means[k] + (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)  # (n, D)
+
+    @torch.no_grad()
+    def reorder(self, order: Tensor) -> None:
+        """Renumber the components: component k becomes the current component ``order[k]``
+        (the same density)."""
+        if sorted(order.tolist()) != list(range(self.components)):
+            raise ValueError(f"order must permute 0..{self.components - 1}, got {order.tolist()}")
+        for buffer in (self.weights, self.means, self.scale_tril):
+            buffer.copy_(buffer[order].clone())
 
     def component_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; μ_k, Σ_k) for every component: z (..., D) → (..., K)."""
@@ -167,3 +161,15 @@ class GaussianMixture(nn.Module):
 
 
 __all__ = ["GaussianMixture"]
+
+
+def matching_order(previous: Tensor, current: Tensor) -> Tensor:
+    """The permutation (K,) that gives each previous component k the current one nearest to it,
+    ``order[k]``, minimising Σ_k ‖μ_prev_k − μ_cur_order[k]‖² over permutations (Hungarian
+    method, scipy): means (K, D) and (K, D). With it, a refit of a drifting mixture keeps each
+    component on its mode (:meth:`GaussianMixture.reorder`)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(previous.double(), current.double()).square().cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
