@@ -681,3 +681,31 @@ def test_mixture_sampler_puts_no_mass_between_separated_modes(toy):
     first = model.sampler_latents(8, torch.Generator().manual_seed(4))
     again = model.sampler_latents(8, torch.Generator().manual_seed(4))
     torch.testing.assert_close(first, again, rtol=0, atol=0)  # the generator fixes c and ε
+
+
+def test_mixture_sampler_target_keeps_its_components_through_drifting_refits(toy):
+    """With ``sampler_mixture`` the gmm target's component k must stay on one mode across
+    refits to drifting codes, and no component may die: three clusters refitted after their
+    codes moved by 0.5 keep all three components (weights 0.5 / 0.3 / 0.2 ± 0.05, each mean
+    0.5 from its previous place), whatever order the fresh k-means start gives them."""
+    means, weights, codes = three_clusters()
+    model = small_model(
+        toy.spec,
+        latent_dim=4,
+        sampler_target="gmm",
+        target_components=3,
+        kde_memory=1000,
+        sampler_objective="mmd",
+        sampler_mixture=True,
+    )
+    model._remember(codes)
+    first = model._gmm_target(codes, 1.0)[0].clone()  # (3, D)
+    shift = torch.tensor([0.5, 0.0, 0.0, 0.0])
+    for step in range(1, 4):
+        model.sampler_updates.fill_(100 * step)  # a refit is due every target_refit updates
+        moved = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(step))]
+        got, _, w = model._gmm_target(moved + step * shift, 1.0)
+        assert int(model.target_fitted_at) == 100 * step
+        torch.testing.assert_close(got, first + step * shift, atol=0.1, rtol=0)
+    nearest = torch.cdist(got - 3 * shift, means).argmin(1)
+    assert (w - weights[nearest]).abs().max() < 0.05, w
