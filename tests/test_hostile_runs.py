@@ -234,6 +234,35 @@ class FullDiskFile:
         self.f.close()
 
 
+class InterruptedFile(FullDiskFile):
+    """A writable file whose write is interrupted (Ctrl-C; SIGTERM raises the same way) after
+    ``room`` bytes: inside ``torch.save``, which turns a failed write into a RuntimeError."""
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise KeyboardInterrupt
+        return self.f.write(data)
+
+
+def test_an_interrupt_inside_the_checkpoint_write_stops_as_an_interrupt(
+    tmp_path, capsys, toy_run, monkeypatch
+):
+    """An interrupt landing inside torch.save's write exits 130 with the resume hint; the old
+    checkpoint stays and no temp file is left. (torch passes this interrupt through as it is;
+    the 'unexpected pos' RuntimeError that the checkpoint's file wrapper guards against came
+    from an interrupt elsewhere in the write, which this test does not reproduce.)"""
+    run = copy_run(toy_run, tmp_path)
+    old = (run / "checkpoint.pt").read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: InterruptedFile(real_fdopen(*a, **k)))
+    code, _, err = cli(capsys, "train", "--out", run, "--resume", *TOY, "--epochs", "2")
+    monkeypatch.undo()
+    assert code == 130 and "--resume" in err and "Traceback" not in err, err
+    assert (run / "checkpoint.pt").read_bytes() == old
+    assert not list(run.rglob("*.tmp"))
+
+
 def test_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, toy_run, monkeypatch):
     run = copy_run(toy_run, tmp_path)
     before = snapshot(run)
