@@ -249,9 +249,9 @@ def test_an_interrupt_inside_the_checkpoint_write_stops_as_an_interrupt(
     tmp_path, capsys, toy_run, monkeypatch
 ):
     """An interrupt landing inside torch.save's write exits 130 with the resume hint; the old
-    checkpoint stays and no temp file is left. (torch passes this interrupt through as it is;
-    the 'unexpected pos' RuntimeError that the checkpoint's file wrapper guards against came
-    from an interrupt elsewhere in the write, which this test does not reproduce.)"""
+    checkpoint stays and no temp file is left. (It passes with or without the file wrapper's
+    interrupt case: torch passes an interrupt raised by write() through unchanged; the
+    'unexpected pos' RuntimeError seen once in CI came by a path this does not reproduce.)"""
     run = copy_run(toy_run, tmp_path)
     old = (run / "checkpoint.pt").read_bytes()
     real_fdopen = os.fdopen
