@@ -1012,10 +1012,6 @@ _LDC_SMALL = {
         "kernel": "rbf-paper",
         "sampler_net": "mlp",
         "sampler_hidden": [512, 512],
-        # the sampler that reaches its target (docs/results.md, issue 12, sixth round); the
-        # paper's SVGD sampler: sampler_objective "svgd", sampler_mixture false
-        "sampler_objective": "mmd",
-        "sampler_mixture": True,
     },
     "data": {"name": "mnist", "options": {"binarize": False}},
     "train": {"epochs": 10, "batch_size": 100, "lr": 1e-3},
@@ -1024,16 +1020,15 @@ PRESETS.add(
     "ldc-vae-mnist-small",
     Preset(
         "LDC-VAE on RAE nets of width 4 (as every *-small row of the LDC-VAE table), z = 16, "
-        "8 particles, MLP mixture sampler 512-512 (MMD), continuous MNIST; the ldc-table1 cpu "
-        "budget",
+        "8 particles, MLP sampler 512-512, continuous MNIST; the ldc-table1 cpu budget",
         _LDC_SMALL,
     ),
 )
 PRESETS.add(
     "ldc-vae-mnist-mlp",
     Preset(
-        "LDC-VAE with MLP nets 784-512-512, z = 16, 8 particles, MLP mixture sampler (MMD), "
-        "continuous MNIST; under a minute an epoch on 2 CPU cores (issue 12's MLP comparison)",
+        "LDC-VAE with MLP nets 784-512-512, z = 16, 8 particles, MLP sampler, continuous MNIST; "
+        "under a minute an epoch on 2 CPU cores (issue 12's MLP comparison)",
         _LDC_SMALL
         | {
             "model_options": _LDC_SMALL["model_options"]
