@@ -128,8 +128,9 @@ Equations refer to the LDC-VAE paper (shared/papers/ldc-vae.md).
   target (a fresh k-means start) is renumbered to match the previous fit's means (Hungarian
   method, :func:`~latentgap.samplers.gmm.matching_order`), so that component k stays the same
   mode. (Starting EM from the previous fit instead let 8 of 10 components die during training:
-  weights 0, the jointly trained sampler's FID 31.6.) On the three clusters 1.0 % of its codes lie between them; on a fixed
-  10-GMM of a trained MNIST autoencoder's codes (3,000 updates) precision / recall 0.89 / 0.90
+  weights 0, the jointly trained sampler's FID 31.6.) On the three clusters 1.0 % of its codes
+  lie between them; on a fixed 10-GMM of a trained MNIST autoencoder's codes (3,000 updates)
+  precision / recall 0.89 / 0.90
   (two samples of the mixture: 0.92 / 0.90; the plain MMD sampler, same updates: 0.77 / 0.85)
   and, decoded through that run's decoder, sample FID 21.1, level with the mixture's own 21.2
   (plain MMD sampler: 29.2). Trained jointly, where the target is refitted as the codes move,
