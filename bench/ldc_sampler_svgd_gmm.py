@@ -49,7 +49,7 @@ from latentgap.mmd import KERNELS as MMD_KERNELS
 from latentgap.mmd import TOLSTIKHIN_SCALES, mmd_squared
 from latentgap.models.ldc_vae import mixture_score, whiten, whitening
 from latentgap.reproduce.harness import machine_info
-from latentgap.samplers.gmm import GaussianMixture
+from latentgap.samplers.gmm import GaussianMixture, component_draws
 from latentgap.stein import build_kernel, svgd_direction, svgd_surrogate_loss
 from latentgap.train.run import load_run
 
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     def mixture_mmd() -> torch.Tensor:
         k = torch.multinomial(weights.float(), args.particles, True, generator=draws)
         z = net(noise(args.particles, cat=k))
-        eps = torch.randn(args.particles, dim, 1, generator=draws, dtype=means.dtype)
-        target = (means[k] + (gmm.scale_tril[k] @ eps).squeeze(-1)).float()
+        target = component_draws(means, gmm.scale_tril, k, draws).float()
         loss = z.new_zeros(())
         for j in k.unique().tolist():
             mask = k == j

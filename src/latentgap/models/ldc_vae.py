@@ -170,7 +170,7 @@ from latentgap.mmd import MultiScaleKernel, mmd_squared
 from latentgap.models.base import MODELS, GenerativeModel, GroupOptions, ModelOutput, Phase, Step
 from latentgap.nets import build_decoder, build_encoder
 from latentgap.presets import PRESETS, Preset
-from latentgap.samplers.gmm import GaussianMixture, matching_order
+from latentgap.samplers.gmm import GaussianMixture, component_draws, matching_order
 from latentgap.stein import KERNELS, build_kernel, svgd_direction, svgd_surrogate_loss
 
 STEPS = ("autoencoder", "sampler")
@@ -689,20 +689,8 @@ class LDCVAE(GenerativeModel):
                     codes = self.encode(x, 1)[:, 0]
             if c.sampler_mixture:
                 loss = self._mixture_mmd(codes, factor, terms)
-                if self.training:
-                    self.sampler_updates += 1
-                return ModelOutput(loss, terms)
-            z = self.sampler_latents(c.sampler_particles)  # (M, D)
-            loss = z.new_zeros(())
-            if c.sampler_objective != "mmd":
-                phi = self._code_target_direction(z.detach(), codes, factor, terms)
-                loss = loss + svgd_surrogate_loss(z, phi)
-            if c.sampler_objective != "svgd":
-                draws = self._target_draws(codes, len(z), factor)  # (M, D)
-                mmd2 = mmd_squared(z, draws, self._mmd_kernel(codes))
-                terms["sampler_mmd2"] = mmd2.detach()
-                weight = c.sampler_mmd_weight if c.sampler_objective == "svgd+mmd" else 1.0
-                loss = loss + weight * mmd2
+            else:
+                loss = self._code_target_loss(codes, factor, terms)
         else:
             sigma2 = self.last_sigma2
             if c.sigma2 is not None:
@@ -728,6 +716,24 @@ class LDCVAE(GenerativeModel):
         if self.training:
             self.sampler_updates += 1
         return ModelOutput(loss, terms)
+
+    def _code_target_loss(self, codes: Tensor, factor: float, terms: dict[str, Tensor]) -> Tensor:
+        """The loss of ``sampler_particles`` sampler outputs against the "gmm" or "kde" target of
+        the code memory (N, D): the SVGD surrogate and/or the MMD² to as many target draws
+        (``sampler_objective``)."""
+        c = self.config
+        z = self.sampler_latents(c.sampler_particles)  # (M, D)
+        loss = z.new_zeros(())
+        if c.sampler_objective != "mmd":
+            phi = self._code_target_direction(z.detach(), codes, factor, terms)
+            loss = loss + svgd_surrogate_loss(z, phi)
+        if c.sampler_objective != "svgd":
+            draws = self._target_draws(codes, len(z), factor)  # (M, D)
+            mmd2 = mmd_squared(z, draws, self._mmd_kernel(codes))
+            terms["sampler_mmd2"] = mmd2.detach()
+            weight = c.sampler_mmd_weight if c.sampler_objective == "svgd+mmd" else 1.0
+            loss = loss + weight * mmd2
+        return loss
 
     def _code_target_direction(
         self, z: Tensor, codes: Tensor, factor: float, terms: dict[str, Tensor]
@@ -808,8 +814,7 @@ class LDCVAE(GenerativeModel):
         if c.sampler_target == "gmm":
             means, covs, weights = self._gmm_target(codes, factor)
             k = torch.multinomial(weights, n, replacement=True)  # (n,)
-            eps = torch.randn(n, codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
-            return means[k] + (torch.linalg.cholesky(covs)[k] @ eps).squeeze(-1)
+            return component_draws(means, torch.linalg.cholesky(covs), k)
         centres = codes[torch.randint(len(codes), (n,), device=codes.device)]  # "kde": (n, D)
         eps = torch.randn_like(centres)  # plus a draw of its kernel
         if c.kde_metric == "whitened":  # kernel covariance h²Σ on the codes, h² from u's spread
@@ -831,8 +836,7 @@ class LDCVAE(GenerativeModel):
         m = c.sampler_particles
         k = torch.multinomial(weights, m, replacement=True)  # (M,) into the K or 1 components
         z = self.sampler_latents(m, components=k)  # (M, D)
-        eps = torch.randn(m, codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
-        draws = means[k] + (torch.linalg.cholesky(covs)[k] @ eps).squeeze(-1)  # (M, D)
+        draws = component_draws(means, torch.linalg.cholesky(covs), k)  # (M, D)
         loss = z.new_zeros(())
         for j in k.unique().tolist():
             mask = k == j

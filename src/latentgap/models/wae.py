@@ -16,8 +16,9 @@ discrepancy between the batch's codes and as many prior draws z̃ ~ P_Z = N(0, I
 
 Kernels (:data:`latentgap.mmd.KERNELS`) are sums over bandwidth scales s ∈ ``scales`` of
 C = s · 2 D σ_z² (σ_z = 1, the prior's scale): the inverse multiquadratic
-k = C / (C + ‖z − z'‖²) of Tolstikhin et al.'s experiments ("imq", default) and the Gaussian k = exp(−‖z − z'‖² / C) ("rbf"; their
-code uses a median-heuristic width for it instead of this fixed grid).
+k = C / (C + ‖z − z'‖²) of Tolstikhin et al.'s experiments ("imq", default) and the Gaussian
+k = exp(−‖z − z'‖² / C) ("rbf"; their code uses a median-heuristic width for it instead of this
+fixed grid).
 
 λ: Tolstikhin et al. use λ = 10 with the cost 0.05 · ‖x − x̂‖² summed over pixels; on 28×28
 images that is λ = 10 / (0.05 · 784) ≈ 0.26 in the per-pixel units used here, the default.

@@ -113,10 +113,7 @@ class GaussianMixture(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws (n, D): a component k ~ Categorical(w), then μ_k + L_k ε, ε ~ N(0, I)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
-        eps = torch.randn(
-            n, self.dim, generator=generator, device=self.means.device, dtype=self.means.dtype
-        )  # (n, D)
-        return self.means[k] + (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)  # (n, D)
+        return component_draws(self.means, self.scale_tril, k, generator)
 
     @torch.no_grad()
     def reorder(self, order: Tensor) -> None:
@@ -125,7 +122,7 @@ class GaussianMixture(nn.Module):
         if sorted(order.tolist()) != list(range(self.components)):
             raise ValueError(f"order must permute 0..{self.components - 1}, got {order.tolist()}")
         for buffer in (self.weights, self.means, self.scale_tril):
-            buffer.copy_(buffer[order].clone())
+            buffer.copy_(buffer[order])  # indexing copies
 
     def component_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; μ_k, Σ_k) for every component: z (..., D) → (..., K)."""
@@ -160,7 +157,15 @@ class GaussianMixture(nn.Module):
         return f"components={self.components}, dim={self.dim}, fitted={self.is_fitted}"
 
 
-__all__ = ["GaussianMixture"]
+def component_draws(
+    means: Tensor, scale_tril: Tensor, k: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """One draw μ_k + L_k ε, ε ~ N(0, I), of component k[i] for each entry of ``k`` (n,):
+    means (K, D), Cholesky factors (K, D, D) → (n, D)."""
+    eps = torch.randn(
+        len(k), means.shape[1], 1, generator=generator, device=means.device, dtype=means.dtype
+    )
+    return means[k] + (scale_tril[k] @ eps).squeeze(-1)
 
 
 def matching_order(previous: Tensor, current: Tensor) -> Tensor:
@@ -173,3 +178,6 @@ def matching_order(previous: Tensor, current: Tensor) -> Tensor:
     cost = torch.cdist(previous.double(), current.double()).square().cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
+
+
+__all__ = ["GaussianMixture", "component_draws", "matching_order"]
