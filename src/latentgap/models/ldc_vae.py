@@ -211,6 +211,7 @@ class LDCVAEConfig:
     sampler_target: Literal["kde", "gmm", "mixture", "paired"] = "gmm"
     sampler_particles: int = 1000  # particles of the "gmm", "kde" and "mixture" targets
     sampler_steps: int = 1  # sampler updates per encoder update (on the same batch)
+    sampler_final_epochs: int = 0  # sampler-only epochs after the joint phase (target frozen)
     sampler_objective: Literal["svgd", "mmd", "svgd+mmd"] = "svgd"  # "gmm" and "kde" targets
     sampler_mmd_weight: float = 1.0  # weight of MMD² in "svgd+mmd"
     sampler_mmd_kernel: Literal["imq", "rbf"] = "imq"
@@ -252,7 +253,7 @@ class LDCVAEConfig:
                 raise ConfigError(
                     f"{name} must be an integer ≥ 2 (SVGD needs pairs), got {value!r}"
                 )
-        for name in ("sampler_anneal_iters", "target_balance_iters"):
+        for name in ("sampler_anneal_iters", "target_balance_iters", "sampler_final_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer ≥ 0, got {value!r}")
@@ -507,6 +508,8 @@ class LDCVAE(GenerativeModel):
         if c.sampler_target == "gmm":  # the "gmm" target's mixture and the update it was fitted at
             self.target_density = GaussianMixture(c.target_components, c.latent_dim)
             self.register_buffer("target_fitted_at", torch.tensor(-1, dtype=torch.long))
+            # set when the joint phase ends before sampler_final_epochs: no more refits
+            self.register_buffer("target_frozen", torch.tensor(False))
         self.register_load_state_dict_pre_hook(_adapt_older_state)
 
     @property
@@ -526,11 +529,26 @@ class LDCVAE(GenerativeModel):
         return GroupOptions(lr_scale=scale)
 
     def phases(self, epochs: int) -> list[Phase]:
-        sampler = Step("sampler", "sampler", repeat=self.config.sampler_steps, reuse_batch=True)
-        return [Phase("ldc", (Step("autoencoder", "autoencoder"), sampler))]
+        """Algorithm 1's joint phase "ldc"; with ``sampler_final_epochs`` k, it runs the first
+        epochs − k epochs (or until the stop rule ends it) and a phase "sampler" of k epochs of
+        sampler updates alone follows, one per fresh batch, the autoencoder frozen."""
+        c = self.config
+        sampler = Step("sampler", "sampler", repeat=c.sampler_steps, reuse_batch=True)
+        joint = (Step("autoencoder", "autoencoder"), sampler)
+        if not c.sampler_final_epochs:
+            return [Phase("ldc", joint)]
+        if epochs - c.sampler_final_epochs < 1:
+            raise ConfigError(
+                f"sampler_final_epochs {c.sampler_final_epochs} leaves no joint epoch of "
+                f"{epochs}; train for more epochs or lower sampler_final_epochs"
+            )
+        return [
+            Phase("ldc", joint, epochs - c.sampler_final_epochs),
+            Phase("sampler", (Step("sampler", "sampler"),)),
+        ]
 
     def forward(self, step: str, batch: Batch) -> ModelOutput:
-        if self.training:
+        if self.training and step == "autoencoder":  # the encoder-gmm reference is now old
             self._density_stale = True
         if step == "autoencoder":
             return self.autoencoder_loss(batch.x)
@@ -542,8 +560,19 @@ class LDCVAE(GenerativeModel):
         self._train_set = train
 
     def end_phase(self, phase: str, train: ImageSet) -> None:
-        """Training is over: fit the encoder-gmm reference density to the training codes."""
-        self.fit_reference_density(train)
+        """The autoencoder is trained (the "ldc" phase ends): fit the encoder-gmm reference
+        density to the training codes. Before the sampler-only phase, the "gmm" target is
+        refitted once to the same codes, one per training image (not the code memory's last
+        ``kde_memory``), renumbered to the last fit's components under ``sampler_mixture``, and
+        frozen."""
+        if phase != "ldc":
+            return
+        codes = self.training_codes(train)
+        self.reference_density.fit(codes, seed=self.config.gmm_seed)
+        self._density_stale = False
+        if self.config.sampler_final_epochs and self.config.sampler_target == "gmm":
+            self._fit_target(codes)
+            self.target_frozen.fill_(True)
 
     # --- pieces --------------------------------------------------------------------------
     def encode(
@@ -782,11 +811,9 @@ class LDCVAE(GenerativeModel):
         updates, fitted_at = int(self.sampler_updates), int(self.target_fitted_at)
         filling = int(self.memory_count) < c.kde_memory  # refit every update until memory is full
         due = fitted_at < 0 or filling or updates - fitted_at >= c.target_refit
-        if due and len(codes) >= max(2 * c.target_components, c.latent_dim + 1):
-            previous = density.means.clone() if density.is_fitted else None
-            density.fit(codes, seed=c.gmm_seed, reg_covar=1e-4 * float(codes.var(0).mean()))
-            if c.sampler_mixture and previous is not None:  # component k: the same mode
-                density.reorder(matching_order(previous, density.means))
+        enough = len(codes) >= max(2 * c.target_components, c.latent_dim + 1)
+        if due and enough and not bool(self.target_frozen):
+            self._fit_target(codes)
             self.target_fitted_at.fill_(updates)
         if not density.is_fitted:  # too few codes yet: a diagonal Gaussian of them
             var = codes.var(0, correction=0)
@@ -798,6 +825,15 @@ class LDCVAE(GenerativeModel):
             _, chol = whitening(codes)
             covs = covs + (factor - 1.0) * n ** (-2.0 / (d + 4)) * (chol @ chol.T)
         return density.means, covs, density.weights
+
+    def _fit_target(self, codes: Tensor) -> None:
+        """Fit the "gmm" target to codes (N, D) (EM from a k-means start); under
+        ``sampler_mixture`` renumber it so that component k is the previous fit's k."""
+        c, density = self.config, self.target_density
+        previous = density.means.clone() if density.is_fitted else None
+        density.fit(codes, seed=c.gmm_seed, reg_covar=1e-4 * float(codes.var(0).mean()))
+        if c.sampler_mixture and previous is not None:  # component k: the same mode
+            density.reorder(matching_order(previous, density.means))
 
     def _gmm_target_score(self, z: Tensor, codes: Tensor, factor: float) -> Tensor:
         """∇_z log p(z) of the "gmm" target (:meth:`_gmm_target`) at points z (M, D), with the
@@ -892,17 +928,22 @@ class LDCVAE(GenerativeModel):
 
     # --- the encoder-gmm reference -----------------------------------------------------------
     @torch.no_grad()
-    def fit_reference_density(self, train: ImageSet, batch_size: int = 500) -> dict[str, Any]:
-        """Fit the encoder-gmm mixture to one encoder code per training image (eval mode)."""
+    def training_codes(self, train: ImageSet, batch_size: int = 500) -> Tensor:
+        """One encoder code per training image (eval mode, noise seeded by ``gmm_seed``):
+        (N, D)."""
         was_training = self.training
         self.eval()
         g = torch.Generator(device=self.device).manual_seed(self.config.gmm_seed)
         try:
-            codes = torch.cat(
+            return torch.cat(
                 [self.encode(b.x.to(self.device), 1, g)[:, 0] for b in train.batches(batch_size)]
-            )  # (N, D)
+            )
         finally:
             self.train(was_training)
+
+    def fit_reference_density(self, train: ImageSet, batch_size: int = 500) -> dict[str, Any]:
+        """Fit the encoder-gmm mixture to one encoder code per training image."""
+        codes = self.training_codes(train, batch_size)
         info = self.reference_density.fit(codes, seed=self.config.gmm_seed)
         self._density_stale = False
         return info
@@ -960,6 +1001,7 @@ def _adapt_older_state(module: LDCVAE, state: dict[str, Tensor], prefix: str, *_
         for name, value in [
             *module.target_density.state_dict(prefix="target_density.").items(),
             ("target_fitted_at", module.target_fitted_at),
+            ("target_frozen", module.target_frozen),
         ]:
             state.setdefault(prefix + name, value.clone())
     key, count_key = prefix + "code_memory", prefix + "memory_count"
