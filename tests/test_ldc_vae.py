@@ -709,3 +709,67 @@ def test_mixture_sampler_target_keeps_its_components_through_drifting_refits(toy
         torch.testing.assert_close(got, first + step * shift, atol=0.1, rtol=0)
     nearest = torch.cdist(got - 3 * shift, means).argmin(1)
     assert (w - weights[nearest]).abs().max() < 0.05, w
+
+
+def toy_run(tmp_path, name: str, epochs: int, **options) -> ldc_vae.LDCVAE:
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "ldc-vae",
+            "model_options": {**SMALL, **options},
+            "data": {"name": "toy-images", "options": {"binarize": False}, "limit_train": 128},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "progress": False,
+                "log_every": 1,
+                "eval_batches": 1,
+            },
+        }
+    )
+    return train(config, tmp_path / name).model
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"sampler_objective": "mmd", "sampler_mixture": True}], ids=["svgd", "mixture"]
+)
+def test_sampler_final_epochs_train_the_sampler_alone_on_a_frozen_target(tmp_path, toy, options):
+    """``sampler_final_epochs`` k: after the joint epochs, k epochs of sampler updates alone. The
+    autoencoder and the encoder-gmm reference are bit for bit those of a run that stops after the
+    joint epochs; the sampler trains on (4 updates an epoch, one per batch); the gmm target is
+    fitted once to one code per training image (not the code memory) and stays put although a
+    refit falls due every 2 updates; a reloaded run keeps it frozen."""
+    options = {**options, "target_refit": 2, "target_components": 3}
+    joint = toy_run(tmp_path, "joint", 2, **options)
+    both = toy_run(tmp_path, "both", 4, sampler_final_epochs=2, **options)
+    ours, theirs = both.state_dict(), joint.state_dict()
+    for name in ours:
+        if name.startswith(("encoder.", "decoder.", "reference_density.", "code_memory")):
+            assert torch.equal(ours[name], theirs[name]), name
+    sampler = [name for name in ours if name.startswith("sampler.")]
+    assert sampler and not all(torch.equal(ours[n], theirs[n]) for n in sampler)
+    records = [json.loads(line) for line in (tmp_path / "both" / "metrics.jsonl").open()]
+    phases = [(r["epoch"], r["phase"]) for r in records if r.get("split") == "train"]
+    assert [p for e, p in phases if e <= 2] == ["ldc"] * 8
+    assert [p for e, p in phases if e > 2] == ["sampler"] * 8
+    assert int(both.sampler_updates) == 8 + 8 and bool(both.target_frozen)
+    loaded, _, splits = load_run(tmp_path / "both")
+    refit = ldc_vae.GaussianMixture(3, SMALL["latent_dim"])
+    codes = both.training_codes(splits.train)
+    refit.fit(codes, seed=0, reg_covar=1e-4 * float(codes.var(0).mean()))
+    refit.reorder(ldc_vae.matching_order(both.target_density.means, refit.means))
+    torch.testing.assert_close(both.target_density.means, refit.means)
+    before = both.target_density.means.clone()
+    loaded.train()
+    loaded.sampler_updates.fill_(1000)
+    loaded.sampler_loss(toy.train.gray(torch.arange(4)))
+    assert torch.equal(loaded.target_density.means, before)
+
+
+def test_sampler_final_epochs_need_a_joint_epoch(toy):
+    model = small_model(toy.spec, sampler_final_epochs=3)
+    assert [p.epochs for p in model.phases(5)] == [2, None]
+    with pytest.raises(ConfigError, match="leaves no joint epoch"):
+        model.phases(3)
+    with pytest.raises(ConfigError, match="sampler_final_epochs"):
+        small_model(toy.spec, sampler_final_epochs=-1)
