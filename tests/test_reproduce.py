@@ -72,8 +72,10 @@ def test_cpu_long_gives_a_table_one_net_one_cap_and_a_metric_its_models_log(name
             assert (tc.stop_metric, tc.stop_mode) == ("test_rec", "max")
         assert config.data.limit_test is None and tc.eval_batches * tc.batch_size >= 10_000
         nets.add((mo["arch"], tuple(mo["arch_options"]["hidden"]), mo.get("latent_dim")))
-        # the cap of the first (watched) phase: VAEPP adds its latent-GAN epochs, 2-stage stage 2
-        caps.add(tc.epochs - (mo.get("gan_epochs") or 0) - (mo.get("stage2_epochs") or 0))
+        # the cap of the first (watched) phase: VAEPP adds its latent-GAN epochs, 2-stage stage 2,
+        # LDC-VAE its sampler-only epochs
+        later = ("gan_epochs", "stage2_epochs", "sampler_final_epochs")
+        caps.add(tc.epochs - sum(mo.get(name) or 0 for name in later))
         spec = DataSpec(config.data.name, (1, 28, 28), "binary")
         model = build_model(config.model, mo, spec)
         step = model.phases(tc.epochs)[0].steps[0].loss
