@@ -766,10 +766,14 @@ def test_sampler_final_epochs_train_the_sampler_alone_on_a_frozen_target(tmp_pat
     assert torch.equal(loaded.target_density.means, before)
 
 
-def test_sampler_final_epochs_need_a_joint_epoch(toy):
+def test_sampler_final_epochs_need_a_joint_epoch(tmp_path, toy):
+    """Too few epochs for the plan: a config error before the run directory is made."""
     model = small_model(toy.spec, sampler_final_epochs=3)
     assert [p.epochs for p in model.phases(5)] == [2, None]
     with pytest.raises(ConfigError, match="leaves no joint epoch"):
         model.phases(3)
+    with pytest.raises(ConfigError, match="leaves no joint epoch"):
+        toy_run(tmp_path, "short", 3, sampler_final_epochs=3)
+    assert not (tmp_path / "short").exists()
     with pytest.raises(ConfigError, match="sampler_final_epochs"):
         small_model(toy.spec, sampler_final_epochs=-1)

@@ -552,7 +552,8 @@ class LDCVAE(GenerativeModel):
         if epochs - c.sampler_final_epochs < 1:
             raise ConfigError(
                 f"sampler_final_epochs {c.sampler_final_epochs} leaves no joint epoch of "
-                f"{epochs}; train for more epochs or lower sampler_final_epochs"
+                f"{epochs}; train for more epochs or lower it (--set "
+                "model_options.sampler_final_epochs=N)"
             )
         return [
             Phase("ldc", joint, epochs - c.sampler_final_epochs),

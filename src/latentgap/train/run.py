@@ -208,6 +208,7 @@ def train(
         raise ConfigError(  # MetricsLog's own check would come after --force cleared the run
             "--tensorboard needs the tensorboard package: pip install 'latentgap[tensorboard]'"
         )
+    model.phases(config.train.epochs)  # a plan the epochs cannot hold fails before the run dir
     device = resolve_device(config.train.device, ctx)
     if state is None and config.init_from:
         init_weights(model, config.init_from)
