@@ -73,6 +73,7 @@ def iteration_flops(trainer, phase, batch) -> int:
 
 
 def bench_preset(name: str, splits_by_kind: dict, images: int) -> dict:
+    import latentgap.models  # noqa: F401  (registers every model's presets)
     from latentgap.config import ExperimentConfig
     from latentgap.presets import PRESETS
 
