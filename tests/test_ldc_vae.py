@@ -60,6 +60,27 @@ def fit_sampler(model, codes, toy, steps: int) -> torch.Tensor:
         return model.sampler_latents(4000, torch.Generator().manual_seed(2))
 
 
+def toy_run(tmp_path, name: str, epochs: int, **options) -> ldc_vae.LDCVAE:
+    """Train the small model (``options`` over SMALL) on 128 toy images, batch 32, in
+    ``tmp_path / name``; return it."""
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "ldc-vae",
+            "model_options": {**SMALL, **options},
+            "data": {"name": "toy-images", "options": {"binarize": False}, "limit_train": 128},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "progress": False,
+                "log_every": 1,
+                "eval_batches": 1,
+            },
+        }
+    )
+    return train(config, tmp_path / name).model
+
+
 def test_implicit_encoder_noise_determines_the_code(toy):
     model = small_model(toy.spec).eval()
     x = toy.train.gray(torch.arange(6))  # (6, 1, 8, 8)
@@ -377,22 +398,7 @@ def test_presets_are_valid():
 
 
 def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
-    config = ExperimentConfig.from_dict(
-        {
-            "model": "ldc-vae",
-            "model_options": SMALL,
-            "data": {"name": "toy-images", "options": {"binarize": False}, "limit_train": 128},
-            "train": {
-                "epochs": 2,
-                "batch_size": 32,
-                "lr": 3e-3,
-                "progress": False,
-                "log_every": 1,
-                "eval_batches": 1,
-            },
-        }
-    )
-    result = train(config, tmp_path / "run")
+    model = toy_run(tmp_path, "run", 2)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     train_records = [r for r in records if r.get("split") == "train"]
     # 4 batches an epoch, each one iteration of (autoencoder, sampler) on that batch: 2 × 4
@@ -402,12 +408,12 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
             if key in r:
                 assert math.isfinite(r[key]), (key, r)
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
-    fresh = build_model("ldc-vae", SMALL, result.model.spec)
+    fresh = build_model("ldc-vae", SMALL, model.spec)
     fresh.load_state_dict(state)
     fresh.eval()
-    result.model.eval()
+    model.eval()
     for sampler in fresh.samplers():
-        a = result.model.sample(6, torch.Generator().manual_seed(9), sampler=sampler)
+        a = model.sample(6, torch.Generator().manual_seed(9), sampler=sampler)
         b = fresh.sample(6, torch.Generator().manual_seed(9), sampler=sampler)
         assert a.shape == (6, 1, 8, 8) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
@@ -415,7 +421,7 @@ def test_trains_saves_reloads_and_samples_identically(tmp_path, toy):
     assert fresh.reconstruct(batch).shape == (4, 1, 8, 8)
     # the run pinned every option, defaults included: a later default change cannot alter it
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_options"]
-    assert saved == result.model.resolved_options()
+    assert saved == model.resolved_options()
     assert set(saved) == {f.name for f in dataclasses.fields(ldc_vae.LDCVAEConfig)}
     assert saved["sampler_target"] == "gmm" and saved["kde_memory"] == 5000
     # a run loaded with its data fits the encoder-gmm on demand where it is missing (a run
@@ -709,25 +715,6 @@ def test_mixture_sampler_target_keeps_its_components_through_drifting_refits(toy
         torch.testing.assert_close(got, first + step * shift, atol=0.1, rtol=0)
     nearest = torch.cdist(got - 3 * shift, means).argmin(1)
     assert (w - weights[nearest]).abs().max() < 0.05, w
-
-
-def toy_run(tmp_path, name: str, epochs: int, **options) -> ldc_vae.LDCVAE:
-    config = ExperimentConfig.from_dict(
-        {
-            "model": "ldc-vae",
-            "model_options": {**SMALL, **options},
-            "data": {"name": "toy-images", "options": {"binarize": False}, "limit_train": 128},
-            "train": {
-                "epochs": epochs,
-                "batch_size": 32,
-                "lr": 3e-3,
-                "progress": False,
-                "log_every": 1,
-                "eval_batches": 1,
-            },
-        }
-    )
-    return train(config, tmp_path / name).model
 
 
 @pytest.mark.parametrize(

@@ -581,8 +581,7 @@ class LDCVAE(GenerativeModel):
         if phase != "ldc":
             return
         codes = self.training_codes(train)
-        self.reference_density.fit(codes, seed=self.config.gmm_seed)
-        self._density_stale = False
+        self._fit_reference(codes)
         if self.config.sampler_final_epochs and self.config.sampler_target == "gmm":
             self._fit_target(codes)
             self.target_frozen.fill_(True)
@@ -956,7 +955,9 @@ class LDCVAE(GenerativeModel):
 
     def fit_reference_density(self, train: ImageSet, batch_size: int = 500) -> dict[str, Any]:
         """Fit the encoder-gmm mixture to one encoder code per training image."""
-        codes = self.training_codes(train, batch_size)
+        return self._fit_reference(self.training_codes(train, batch_size))
+
+    def _fit_reference(self, codes: Tensor) -> dict[str, Any]:
         info = self.reference_density.fit(codes, seed=self.config.gmm_seed)
         self._density_stale = False
         return info

@@ -533,7 +533,6 @@ _LDC_CPU_EPOCHS = 3
 # LDC-VAE's sampler-only epochs after its joint ones (model option sampler_final_epochs), added to
 # its epoch count so that its autoencoder trains as many epochs as every other row's
 _LDC_FINAL_EPOCHS = 5
-_LDC_FINAL = {"model_options": {"sampler_final_epochs": _LDC_FINAL_EPOCHS}}
 # cpu-long: every row on the same MLP 784-512-512 encoder and decoder (issue 12's nets)
 _LDC_MLP = {"model_options.arch": "mlp", "model_options.arch_options": {"hidden": [512, 512]}}
 # the reconstruction error where a row's loss is not a likelihood bound (LDC-VAE's encoder loss
@@ -545,6 +544,13 @@ _LDC_LONG_METRIC = {
     "rae-sn": "test_rec",
     "rae-gp": "test_rec",
 }
+
+
+def _with_sampler_epochs(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Train ``overrides`` (with a train.epochs) plus LDC-VAE's sampler-only epochs, on top."""
+    out = merge_overrides(overrides, {"model_options": {"sampler_final_epochs": _LDC_FINAL_EPOCHS}})
+    out["train"]["epochs"] += _LDC_FINAL_EPOCHS  # merge_overrides copied the train section
+    return out
 
 
 def _ldc_run(row: str, dataset: str) -> RunSpec:
@@ -561,9 +567,8 @@ def _ldc_run(row: str, dataset: str) -> RunSpec:
             "model_options": {"stage2_epochs": _LDC_CPU_EPOCHS},
         }
         smoke = {"model_options": {"stage2_epochs": 1}}
-    if row == "ldc-vae":  # its sampler-only epochs come on top of the others' budget
-        epochs = merge_overrides(epochs, _LDC_FINAL)
-        epochs["train"]["epochs"] += _LDC_FINAL_EPOCHS
+    if row == "ldc-vae":
+        epochs = _with_sampler_epochs(epochs)
         smoke = {"model_options": {"sampler_final_epochs": 1}}
     long = None
     if dataset in _SMALL_IMAGES:
@@ -575,8 +580,7 @@ def _ldc_run(row: str, dataset: str) -> RunSpec:
             long_train = merge_overrides(long_train, {"model_options": {"stage2_epochs": stage2}})
             long_train["train"]["epochs"] += stage2
         if row == "ldc-vae":
-            long_train = merge_overrides(long_train, _LDC_FINAL)
-            long_train["train"]["epochs"] += _LDC_FINAL_EPOCHS
+            long_train = _with_sampler_epochs(long_train)
         long = TrainSpec(f"{preset}-small", merge_overrides(move, long_train), _LDC_MLP)
     return RunSpec(
         key=f"{preset.removesuffix('-mnist')}-{dataset}",
